@@ -1,0 +1,1 @@
+"""KFP glue: components/ and pipelines/ install under this namespace (see setup.py)."""

@@ -1,0 +1,54 @@
+"""The ``onereward`` command line. Each area registers its own subcommands.
+
+Every subcommand has ``--help``. Errors in the inputs (bad profile, foreign manifest, missing file)
+are reported as one line on stderr with a non-zero exit code, not as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from onereward import __version__
+
+# Modules that expose ``register(subparsers)``; each adds its subcommands with
+# ``set_defaults(func=...)`` where func(args) returns an exit code.
+AREAS = (
+    "onereward.zoo.cli",  # zoo build
+    "onereward.synth.cli",  # synth
+    "onereward.select.cli",  # select
+    "onereward.generate.cli",  # generate
+    "onereward.annotate.cli",  # export, simulate-annotations, import
+    "onereward.reward.cli",  # train-reward
+    "onereward.pipeline_cli",  # pipeline compile/run, demo, profile
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onereward",
+        description="Multi-task RLHF for mask-guided image generation with one VLM reward model.",
+    )
+    parser.add_argument("--version", action="version", version=f"onereward {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in AREAS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from onereward.errors import USER_ERRORS
+
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        print(f"onereward {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Profiles: which models, sizes, step counts and batch sizes a run uses, as validated data.
+
+Two profiles ship with the package (``profiles/tiny.yaml`` and ``profiles/full.yaml``); a path to
+another YAML file works too. A profile is validated once, when loaded: an unknown key, a wrong type
+or a missing model folder gives a :class:`ProfileError` naming the file and the key.
+
+Model references (``models.<name>.ref``) take three forms:
+
+- ``zoo:<name>``: a model of the tiny zoo (built from configs by ``onereward zoo build``),
+- an absolute or ``./``-relative path to a local (e.g. mounted) HF-format folder,
+- a hub id ``org/name`` (only usable where a hub is reachable; never in tests or the demo).
+
+The code path is the same for every form: the reference resolves to a folder or id that goes
+through ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUILTIN_PROFILES = ("tiny", "full")
+
+
+class ProfileError(ValueError):
+    """A profile file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from.
+
+    ref: ``zoo:<name>``, a local folder, or a hub id.
+    arch: architecture name where the loader needs one (open_clip model name, e.g. ``ViT-L-14``).
+    family: generator family, ``flux_fill`` or ``sd_inpaint``.
+    """
+
+    ref: str
+    arch: str = ""
+    family: str = ""
+
+
+@dataclass(frozen=True)
+class Models:
+    """Models a profile uses."""
+
+    clip: ModelRef
+    generator: ModelRef  # FLUX.1-Fill-style flow transformer + VAE + CLIP/T5 text encoders
+    generator_sd: ModelRef  # SD-inpainting-style UNet (second family)
+    reward_model: ModelRef  # Qwen2.5-VL
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    """select_subset: embedding batch size, DataLoader workers, CLIP input size."""
+
+    batch_size: int = 64
+    num_workers: int = 0
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """generate_candidates: candidates per item, step range, batch size, text length."""
+
+    num_candidates: int = 4
+    min_steps: int = 4
+    max_steps: int = 12
+    batch_size: int = 8
+    max_sequence_length: int = 32
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """train_reward_model: optimisation and image-size settings of the VLM reward model."""
+
+    batch_size: int = 16
+    learning_rate: float = 1e-6
+    max_steps: int = 1000
+    max_pixels: int = 4096
+    finetune: str = "full"  # full | lora
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile. ``source`` is the file it came from; ``sha`` hashes its content."""
+
+    name: str
+    description: str
+    image_size: int
+    models: Models
+    select: SelectSettings = field(default_factory=SelectSettings)
+    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    source: str = ""
+
+    @property
+    def is_tiny(self) -> bool:
+        """True when every model comes from the tiny zoo."""
+        return all(getattr(self.models, f.name).ref.startswith("zoo:") for f in dataclasses.fields(Models))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    @property
+    def sha(self) -> str:
+        """Content hash of the profile (keys the tiny zoo cache)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def model_ref(self, name: str) -> ModelRef:
+        if name not in {f.name for f in dataclasses.fields(Models)}:
+            raise ProfileError(f"{self.source}: models.{name}: no such model in the profile")
+        return getattr(self.models, name)
+
+    def resolve_model(self, name: str, zoo_dir: str | os.PathLike[str] | None = None) -> str:
+        """Folder (or hub id) to pass to ``from_pretrained`` for model ``name``.
+
+        ``zoo:`` references resolve against ``zoo_dir``; when it is None the tiny zoo is built once
+        into the cache (see :func:`onereward.zoo.ensure_zoo`). Local paths must exist.
+        """
+        ref = self.model_ref(name).ref
+        if ref.startswith("zoo:"):
+            if zoo_dir is None:
+                from onereward.zoo import ensure_zoo
+
+                zoo_dir = ensure_zoo(self)
+            path = Path(zoo_dir) / ref[4:]
+            if not path.exists():
+                raise ProfileError(
+                    f"{self.source}: models.{name}.ref is {ref!r} but {path} does not exist "
+                    f"(build the zoo with `onereward zoo build --profile {self.name} --out DIR`)"
+                )
+            return str(path)
+        if _looks_like_path(ref):
+            path = Path(ref).expanduser()
+            if not path.exists():
+                raise ProfileError(f"{self.source}: models.{name}.ref: model folder {path} does not exist")
+            return str(path)
+        return ref  # hub id, resolved by from_pretrained where a hub is reachable
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~"))
+
+
+def _check(value: Any, typ: Any, where: str) -> Any:
+    """Validate ``value`` against a (simple) type annotation; return the converted value."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check(value, a, where)
+            except ProfileError as e:
+                errors.append(str(e))
+        raise ProfileError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(typ):
+        return _build(typ, value, where)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ProfileError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProfileError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProfileError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ProfileError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ProfileError(f"{where}: unsupported type {typ}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where and not where.endswith(":") else where
+        raise ProfileError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where and not where.endswith(":") else f"{where}{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProfileError(f"{key}: required key is missing")
+            continue
+        kwargs[name] = _check(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def _validate_values(p: Profile, where: str) -> None:
+    def positive(key: str, v: float) -> None:
+        if v <= 0:
+            raise ProfileError(f"{where}{key}: must be > 0, got {v}")
+
+    positive("image_size", p.image_size)
+    if p.image_size % 16:
+        raise ProfileError(f"{where}image_size: must be a multiple of 16, got {p.image_size}")
+    positive("select.batch_size", p.select.batch_size)
+    positive("generate.num_candidates", p.generate.num_candidates)
+    positive("generate.batch_size", p.generate.batch_size)
+    if not 1 <= p.generate.min_steps <= p.generate.max_steps:
+        raise ProfileError(f"{where}generate.min_steps: need 1 <= min_steps <= max_steps")
+    positive("reward.batch_size", p.reward.batch_size)
+    positive("reward.learning_rate", p.reward.learning_rate)
+    if p.reward.finetune not in ("full", "lora"):
+        raise ProfileError(f"{where}reward.finetune: expected 'full' or 'lora', got {p.reward.finetune!r}")
+    if p.generate.dtype not in ("float32", "bfloat16", "float16"):
+        raise ProfileError(f"{where}generate.dtype: expected float32, bfloat16 or float16")
+    families = {"generator": "flux_fill", "generator_sd": "sd_inpaint"}
+    for key, family in families.items():
+        got = getattr(p.models, key).family
+        if got != family:
+            raise ProfileError(f"{where}models.{key}.family: expected {family!r}, got {got!r}")
+    for f in dataclasses.fields(Models):
+        ref = getattr(p.models, f.name).ref
+        if not ref:
+            raise ProfileError(f"{where}models.{f.name}.ref: must not be empty")
+        if _looks_like_path(ref) and not Path(ref).expanduser().exists():
+            raise ProfileError(f"{where}models.{f.name}.ref: model folder {ref} does not exist")
+
+
+def load_profile(name_or_path: str | os.PathLike[str] | Profile) -> Profile:
+    """Load a built-in profile by name (``tiny``, ``full``) or a YAML file by path, and validate it."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    spec = os.fspath(name_or_path)
+    if spec in BUILTIN_PROFILES:
+        text = resources.files("onereward.profiles").joinpath(f"{spec}.yaml").read_text()
+        source = f"profiles/{spec}.yaml"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ProfileError(
+                f"profile: {spec!r} is neither a built-in profile ({', '.join(BUILTIN_PROFILES)}) nor a file"
+            )
+        text = path.read_text()
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{source}: not valid YAML ({e})") from e
+    where = f"{source}: "
+    profile = _build(Profile, data, where)
+    _validate_values(profile, where)
+    return dataclasses.replace(profile, source=source)
