@@ -1,0 +1,61 @@
+"""Benchmark conventions: every ``bench_*.py`` prints a table and writes JSON.
+
+A benchmark script defines ``main(argv: list[str] | None = None) -> dict`` and ends with
+``if __name__ == "__main__": main()``. It measures, prints one table with :func:`print_table`, and
+writes its figures with :func:`write_results` to ``benchmarks/results/<name>.json`` (or to
+``$ONEREWARD_BENCH_OUT``). ``python benchmarks/run_all.py`` runs them all; none is part of the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(os.environ.get("ONEREWARD_BENCH_OUT", Path(__file__).resolve().parent / "results"))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Print (and return) a fixed-width table."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(str(c)), *(len(r[i]) for r in cells)) if cells else len(str(c)) for i, c in enumerate(columns)]
+    lines = [title, "  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` (plus machine info and a timestamp) to ``<RESULTS_DIR>/<name>.json``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    payload.update(data)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    print(f"results: {path}", flush=True)
+    return path
