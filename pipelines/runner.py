@@ -1,0 +1,149 @@
+"""Compile every pipeline, and run one locally with ``kfp.local.SubprocessRunner(use_venv=False)``.
+
+A local run leaves, for every stage, ``OUT/<stage_name>/`` holding that stage's artifact (with
+``manifest.json`` and ``metrics.json``), plus ``OUT/run.json`` (parameters, per-stage timings and
+metrics) and ``OUT/report.html`` (one page linking every stage's report). KFP's own pipeline root
+is kept under ``OUT/.kfp/`` for debugging.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from onereward.artifacts import read_artifact, write_json_atomic
+from onereward.errors import InputError
+from onereward.log import get_logger
+from onereward.report import html_table, write_html_report
+
+log = get_logger("pipeline")
+
+
+def compile_all(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Compile every pipeline to ``out_dir/<name>.yaml``; returns the written paths."""
+    from kfp import compiler
+
+    from onereward_kfp.pipelines.definitions import PIPELINES
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fn in PIPELINES.items():
+        target = out / f"{name}.yaml"
+        tmp = out / f".{name}.tmp.yaml"
+        compiler.Compiler().compile(pipeline_func=fn, package_path=str(tmp))
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def pipeline_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """Typed parameters of pipeline ``name`` (from its Python signature)."""
+    from onereward_kfp.pipelines.definitions import PIPELINES
+
+    if name not in PIPELINES:
+        raise InputError(f"pipeline: unknown pipeline {name!r}; expected one of {', '.join(PIPELINES)}")
+    return dict(inspect.signature(PIPELINES[name].pipeline_func).parameters)
+
+
+def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings into typed pipeline arguments (errors name the key)."""
+    params = pipeline_parameters(name)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--param: expected key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        if key not in params:
+            raise InputError(f"--param {key}: pipeline {name!r} has no parameter {key!r}; known: {', '.join(params)}")
+        typ = params[key].annotation
+        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
+        try:
+            if typ is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                out[key] = raw.lower() in ("true", "1", "yes")
+            elif typ in (int, float):
+                out[key] = typ(raw)
+            else:
+                out[key] = raw
+        except ValueError as e:
+            raise InputError(f"--param {key}: expected {getattr(typ, '__name__', typ)}, got {raw!r}") from e
+    return out
+
+
+def run_local(name: str, out_dir: str | os.PathLike[str], params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run pipeline ``name`` locally and collect each stage's artifact under ``out_dir/<stage>``."""
+    from kfp import local
+
+    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_OUTPUTS
+
+    params = dict(params or {})
+    pipeline_parameters(name)  # validates the name
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    kfp_root = out / ".kfp"
+    kfp_root.mkdir(exist_ok=True)
+    before = {p.name for p in kfp_root.iterdir()}
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root), raise_on_error=True)
+    log.info("running pipeline %s locally into %s with %s", name, out, params or "defaults")
+    t0 = time.perf_counter()
+    PIPELINES[name](**params)
+    wall = time.perf_counter() - t0
+    new_runs = sorted((p for p in kfp_root.iterdir() if p.name not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not new_runs:
+        raise RuntimeError(f"kfp.local wrote no run directory under {kfp_root}")
+    run_dir = new_runs[-1]
+    stages: dict[str, Any] = {}
+    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        stage = task_dir.name.replace("-", "_")
+        output = STAGE_OUTPUTS.get(stage)
+        if output is None or not (task_dir / output).is_dir():
+            continue
+        target = out / stage
+        tmp = out / f".{stage}.collect.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(task_dir / output, tmp, symlinks=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        manifest = read_artifact(target, what=f"stage {stage}")
+        stages[stage] = {
+            "kind": manifest.kind,
+            "content_hash": manifest.content_hash,
+            "timings": manifest.timings,
+            "counts": manifest.counts,
+            "metrics": manifest.metrics(),
+        }
+    summary = {
+        "pipeline": name,
+        "parameters": params,
+        "wall_seconds": round(wall, 2),
+        "kfp_run_dir": str(run_dir),
+        "stages": stages,
+    }
+    write_json_atomic(out / "run.json", summary)
+    _write_run_report(out, summary)
+    log.info("pipeline %s finished in %.1fs; %d stages under %s", name, wall, len(stages), out)
+    return summary
+
+
+def _write_run_report(out: Path, summary: dict[str, Any]) -> Path:
+    rows = []
+    for stage, info in summary["stages"].items():
+        metrics = {k: v for k, v in info["metrics"].items() if not isinstance(v, (dict, list))}
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:8])
+        link = f'<a href="{stage}/report.html">{stage}</a>' if (out / stage / "report.html").exists() else stage
+        rows.append([link, info["kind"], f"{info['timings'].get('total_s', 0):.2f}", shown])
+    body = html_table(["stage", "artifact", "seconds", "metrics"], rows)
+    params = html_table(["parameter", "value"], [[k, v] for k, v in summary["parameters"].items()] or [["(defaults)", ""]])
+    return write_html_report(
+        out / "report.html",
+        f"onereward pipeline {summary['pipeline']} ({summary['wall_seconds']:.1f}s)",
+        [("Stages", body), ("Parameters", params)],
+    )

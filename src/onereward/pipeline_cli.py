@@ -1,0 +1,108 @@
+"""``onereward pipeline compile|run``, ``onereward demo`` and ``onereward profile``.
+
+The KFP glue (``onereward_kfp``) is imported only when one of these commands runs, so the stage
+library itself never imports KFP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="compile or run the KFP pipelines", description="Compile or run the KFP pipelines.")
+    psub = p.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
+    psub.required = True
+    c = psub.add_parser(
+        "compile",
+        help="compile every pipeline to YAML",
+        description="Compile every pipeline (collect, train, end_to_end) to OUT/<name>.yaml for upload to KFP.",
+    )
+    c.add_argument("--out", default="pipelines/compiled", help="output folder (default: pipelines/compiled)")
+    c.set_defaults(func=_compile)
+    r = psub.add_parser(
+        "run",
+        help="run a pipeline",
+        description=(
+            "Run a pipeline locally with kfp.local's SubprocessRunner in this Python environment; leaves "
+            "OUT/<stage>/ (artifact + manifest.json + metrics.json) for every stage, OUT/run.json and "
+            "OUT/report.html. To run on a cluster, upload the compiled YAML instead."
+        ),
+    )
+    r.add_argument("name", help="pipeline name: collect, train or end_to_end")
+    r.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of this command)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
+    r.set_defaults(func=_run)
+    ls = psub.add_parser("list", help="list pipelines and their parameters", description="List pipelines and parameters.")
+    ls.set_defaults(func=_list)
+
+    d = sub.add_parser(
+        "demo",
+        help="run the embedded end-to-end demo (tiny profile)",
+        description=(
+            "Run the end_to_end pipeline locally on the tiny profile: tiny models, synthetic world, "
+            "simulated annotators. Prints where the report is."
+        ),
+    )
+    d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    d.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
+    d.set_defaults(func=_demo)
+
+    pr = sub.add_parser("profile", help="show or validate a profile", description="Validate a profile and print it.")
+    pr.add_argument("name", help="profile name (tiny, full) or YAML path")
+    pr.set_defaults(func=_profile)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from onereward_kfp.pipelines.runner import compile_all
+
+    for path in compile_all(args.out):
+        print(path)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from onereward_kfp.pipelines.runner import parse_params, run_local
+
+    params = parse_params(args.name, args.param)
+    summary = run_local(args.name, args.out, params)
+    print(f"pipeline {args.name}: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
+    print(f"report: {Path(args.out).absolute() / 'report.html'}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from onereward_kfp.pipelines.runner import pipeline_parameters
+    from onereward_kfp.pipelines.definitions import PIPELINES
+
+    for name in PIPELINES:
+        print(name)
+        for pname, p in pipeline_parameters(name).items():
+            default = "" if p.default is p.empty else f" = {p.default!r}"
+            print(f"  {pname}: {getattr(p.annotation, '__name__', p.annotation)}{default}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from onereward_kfp.pipelines.runner import parse_params, run_local
+
+    params = parse_params("end_to_end", args.param)
+    params.setdefault("profile", "tiny")
+    summary = run_local("end_to_end", args.out, params)
+    out = Path(args.out).absolute()
+    print(f"demo: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
+    for stage, info in summary["stages"].items():
+        print(f"  {stage:24s} {info['timings'].get('total_s', 0):7.2f}s  {out / stage}")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from onereward.profile import load_profile
+
+    prof = load_profile(args.name)
+    print(json.dumps({"source": prof.source, "sha": prof.sha, **prof.to_dict()}, indent=2))
+    return 0
