@@ -38,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
+def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
+    """Every (nested) subcommand parser by its full name, e.g. ``"zoo build"``."""
+    parser = parser or build_parser()
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(p: argparse.ArgumentParser, prefix: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    full = f"{prefix} {name}".strip()
+                    found[full] = child
+                    walk(child, full)
+
+    walk(parser, "")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

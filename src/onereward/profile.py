@@ -196,6 +196,11 @@ def _check(value: Any, typ: Any, where: str) -> Any:
     raise ProfileError(f"{where}: unsupported type {typ}")
 
 
+def _join(where: str, name: str) -> str:
+    """Key path for messages: ``file: a.b`` (``where`` is ``file: `` at the top level)."""
+    return f"{where}{name}" if not where or where.endswith(": ") else f"{where}.{name}"
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -203,11 +208,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        prefix = f"{where}." if where and not where.endswith(":") else where
-        raise ProfileError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+        raise ProfileError(f"{_join(where, unknown[0])}: unknown key (known: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, f in fields.items():
-        key = f"{where}.{name}" if where and not where.endswith(":") else f"{where}{name}"
+        key = _join(where, name)
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ProfileError(f"{key}: required key is missing")

@@ -1,0 +1,109 @@
+"""Profiles: both built-ins load; unknown keys, wrong types and missing model folders name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from onereward.profile import ProfileError, load_profile
+from onereward.tasks import (
+    DIMENSIONS,
+    IMAGE_EXTEND,
+    OBJECT_REMOVAL,
+    TASKS,
+    UnknownTaskError,
+    dimensions_for,
+    effective_prompt,
+    task_dimension_pairs,
+)
+
+TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "src/onereward/profiles/tiny.yaml").read_text())
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "custom.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_builtin_profiles_load() -> None:
+    tiny = load_profile("tiny")
+    full = load_profile("full")
+    assert tiny.is_tiny and not full.is_tiny
+    assert tiny.image_size == 64 and full.image_size == 1024
+    assert full.models.generator.ref == "black-forest-labs/FLUX.1-Fill-dev"
+    assert full.models.reward_model.ref == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert full.models.clip.arch == "ViT-L-14"
+    assert tiny.sha != full.sha and len(tiny.sha) == 16
+    assert load_profile("tiny").sha == tiny.sha  # stable
+
+
+def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
+    data = {**TINY, "image_size": 128}
+    prof = load_profile(_write(tmp_path, data))
+    assert prof.image_size == 128 and prof.sha != load_profile("tiny").sha
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"),
+    [
+        (lambda d: d.update(colour="red"), r"custom.yaml: colour: unknown key"),
+        (lambda d: d["select"].update(batchsize=3), r"custom.yaml: select.batchsize: unknown key"),
+        (lambda d: d["models"]["clip"].update(weights="x"), r"models.clip.weights: unknown key"),
+        (lambda d: d.update(image_size="64"), r"custom.yaml: image_size: expected an integer, got '64'"),
+        (lambda d: d["reward"].update(bf16="yes"), r"reward.bf16: expected true/false"),
+        (lambda d: d["generate"].update(num_candidates=0), r"generate.num_candidates: must be > 0"),
+        (lambda d: d.pop("models"), r"custom.yaml: models: required key is missing"),
+        (lambda d: d["models"].pop("clip"), r"models.clip: required key is missing"),
+        (lambda d: d["models"]["generator"].update(family="unet"), r"models.generator.family: expected 'flux_fill'"),
+        (lambda d: d.update(image_size=60), r"image_size: must be a multiple of 16"),
+        (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected 'full' or 'lora'"),
+    ],
+)
+def test_invalid_profiles_name_the_key(tmp_path: Path, mutate, pattern: str) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    mutate(data)
+    with pytest.raises(ProfileError, match=pattern):
+        load_profile(_write(tmp_path, data))
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["models"]["reward_model"] = {"ref": str(tmp_path / "no-such-model")}
+    with pytest.raises(ProfileError, match=r"models.reward_model.ref: model folder .*no-such-model does not exist"):
+        load_profile(_write(tmp_path, data))
+
+
+def test_resolve_zoo_ref_needs_the_folder(tmp_path: Path) -> None:
+    prof = load_profile("tiny")
+    with pytest.raises(ProfileError, match=r"models.clip.ref is 'zoo:clip' but .*clip does not exist"):
+        prof.resolve_model("clip", tmp_path)
+    (tmp_path / "clip").mkdir()
+    assert prof.resolve_model("clip", tmp_path) == str(tmp_path / "clip")
+    assert load_profile("full").resolve_model("reward_model") == "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def test_unknown_profile_name_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="neither a built-in profile"):
+        load_profile("medium")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_profile(bad)
+
+
+def test_task_table_matches_the_paper() -> None:
+    assert set(TASKS) == {"image_fill", "image_extend", "object_removal"}
+    assert dimensions_for("image_fill", "a red circle") == ("text_alignment", "consistency", "structure", "aesthetics")
+    assert dimensions_for(IMAGE_EXTEND, None) == ("consistency", "structure", "aesthetics")
+    assert dimensions_for(IMAGE_EXTEND, "a sky") == ("text_alignment", "consistency", "structure", "aesthetics")
+    assert dimensions_for(OBJECT_REMOVAL, "ignored") == ("removal_quality",)
+    assert effective_prompt(OBJECT_REMOVAL, None) == "remove the specified object"
+    assert effective_prompt(IMAGE_EXTEND, "  ") == "extend the image naturally"
+    assert len(task_dimension_pairs()) == 9 and {d for _, d in task_dimension_pairs()} == set(DIMENSIONS)
+    with pytest.raises(UnknownTaskError, match="unknown task 'inpaint'"):
+        dimensions_for("inpaint")
+    with pytest.raises(UnknownTaskError, match="prompt: task 'image_fill' needs a non-empty prompt"):
+        effective_prompt("image_fill", "")
