@@ -1,0 +1,164 @@
+"""SD-inpainting-style generator (second family): 9-channel UNet, VAE, CLIP text encoder.
+
+A model folder is a diffusers ``StableDiffusionInpaintPipeline`` folder without a safety
+checker. The UNet input is the noisy latents (4), the mask resized to latent size (1) and the
+masked-image latents (4): ``in_channels = 2C + 1 = 9``. The tiny zoo's folder is built here with
+seeded random weights; the full profile points at a mounted SD-inpainting folder. The scheduler is
+DDIM (deterministic, eta = 0) with Stable Diffusion's published beta schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onereward.errors import InputError
+from onereward.models.flux_fill import torch_dtype
+from onereward.models.text_tokenizers import build_clip_tokenizer
+
+# Stable Diffusion's training noise schedule (scaled_linear betas), used by SD-inpainting.
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Widths of the tiny SD-inpainting-style model (defaults: the zoo's model)."""
+
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (16, 32)
+    vae_channels: tuple[int, ...] = (16, 16, 32, 32)  # four levels: f = 8 like the real VAE
+    text_width: int = 32
+    text_layers: int = 2
+
+
+def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, Any]:
+    """Every ``StableDiffusionInpaintPipeline`` component of the tiny model, seeded."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    size = size or TinySize()
+    tokenizer = build_clip_tokenizer()
+    n_vae = len(size.vae_channels)
+    n_unet = len(size.unet_channels)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=2 * size.latent_channels + 1,
+            out_channels=size.latent_channels,
+            down_block_types=("CrossAttnDownBlock2D",) * (n_unet - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n_unet - 1),
+            block_out_channels=tuple(size.unet_channels),
+            layers_per_block=1,
+            cross_attention_dim=size.text_width,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n_vae,
+            up_block_types=("UpDecoderBlock2D",) * n_vae,
+            block_out_channels=tuple(size.vae_channels),
+            layers_per_block=1,
+            latent_channels=size.latent_channels,
+            norm_num_groups=8,
+            sample_size=64,
+            scaling_factor=0.18215,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=size.text_width,
+                intermediate_size=2 * size.text_width,
+                num_hidden_layers=size.text_layers,
+                num_attention_heads=2,
+                max_position_embeddings=tokenizer.model_max_length,
+                hidden_act="quick_gelu",
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+        "scheduler": DDIMScheduler(**SD_SCHEDULER_CONFIG),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+
+
+def pipeline_from_components(components: dict[str, Any]) -> Any:
+    """A ``StableDiffusionInpaintPipeline`` holding ``components`` (no copy)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    return StableDiffusionInpaintPipeline(**components)
+
+
+def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize | None = None) -> None:
+    """Build the tiny SD-inpainting-style pipeline with seeded random weights into ``out_dir``.
+
+    Saved with ``StableDiffusionInpaintPipeline.save_pretrained`` (safetensors, no safety checker)
+    into a temp folder beside ``out_dir`` and renamed into place.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pipe = pipeline_from_components(tiny_components(seed, size))
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(path: str | os.PathLike[str], *, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Any:
+    """Load an SD-inpainting pipeline folder on ``device`` (no safety checker; DDIM scheduler).
+
+    A published folder's own scheduler (often PNDM) is replaced by DDIM built from its config, so
+    that every folder samples with the same deterministic update.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        raise InputError(
+            f"generator_sd: {folder} is not a diffusers pipeline folder (model_index.json missing)"
+        )
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(
+        str(folder),
+        dtype=torch_dtype(dtype),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+    if not isinstance(pipe.scheduler, DDIMScheduler):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
