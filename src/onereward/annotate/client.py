@@ -1,0 +1,147 @@
+"""Label Studio API access: the SDK client with retries, backoff and clear errors.
+
+The token comes only from the environment (``LABEL_STUDIO_API_KEY``; on the cluster a Kubernetes
+Secret mounted as that variable), never from a parameter, an artifact or a log line. A server
+that is down is retried with exponential backoff and then reported as an :class:`InputError`
+naming the URL; a rejected token is reported at once (retrying cannot fix it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from onereward.errors import InputError
+from onereward.log import get_logger
+
+log = get_logger("annotate.client")
+
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+T = TypeVar("T")
+
+# Errors that mean "the server is not reachable right now": worth retrying.
+_TRANSIENT = (httpx.TransportError,)
+_RETRY_STATUS = {502, 503, 504}
+
+
+class LabelStudioUnavailable(InputError):
+    """The server did not answer after all retries."""
+
+
+def token_from_env() -> str:
+    """The API token from ``LABEL_STUDIO_API_KEY``; a clear error when it is not set."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise InputError(
+            f"{TOKEN_ENV}: not set; export the Label Studio API token (Account & Settings > Access Token) "
+            "or mount the Kubernetes Secret that holds it"
+        )
+    return token
+
+
+def _short_body(body: Any, limit: int = 300) -> str:
+    try:
+        text = body if isinstance(body, str) else json.dumps(body)
+    except (TypeError, ValueError):
+        text = str(body)
+    return text[:limit]
+
+
+class LabelStudioClient:
+    """The SDK client plus retry/backoff and error translation for every call.
+
+    ``max_retries`` attempts after the first one, sleeping ``backoff * 2**k`` seconds (capped at 10 s)
+    between attempts, for connection errors and 502/503/504 answers.
+    """
+
+    def __init__(
+        self, url: str, *, max_retries: int = 4, backoff: float = 0.5, timeout: float = 120.0
+    ) -> None:
+        if not url or not url.startswith(("http://", "https://")):
+            raise InputError(f"--label-studio-url: expected an http(s) URL, got {url!r}")
+        self.url = url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.sdk = LabelStudio(base_url=self.url, api_key=token_from_env(), timeout=timeout)
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` with retries; ``what`` names the operation in errors and logs."""
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ApiError as e:
+                if e.status_code in (401, 403):
+                    raise InputError(
+                        f"{TOKEN_ENV}: Label Studio at {self.url} rejected the token ({e.status_code}) while "
+                        f"trying to {what}; check the token of the user who owns the project"
+                    ) from None
+                if e.status_code not in _RETRY_STATUS or attempt >= self.max_retries:
+                    raise InputError(
+                        f"Label Studio at {self.url}: {what} failed with HTTP {e.status_code}: {_short_body(e.body)}"
+                    ) from None
+                reason = f"HTTP {e.status_code}"
+            except _TRANSIENT as e:
+                if attempt >= self.max_retries:
+                    raise LabelStudioUnavailable(
+                        f"--label-studio-url: Label Studio at {self.url} is not reachable ({type(e).__name__}) "
+                        f"while trying to {what}, after {attempt + 1} attempts; start the server or fix the URL, "
+                        "then rerun (work already done is kept and not duplicated)"
+                    ) from None
+                reason = type(e).__name__
+            delay = min(self.backoff * 2**attempt, 10.0)
+            attempt += 1
+            log.warning(
+                "%s: %s at %s; retry %d/%d in %.1f s",
+                what,
+                reason,
+                self.url,
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            time.sleep(delay)
+
+    # --- small helpers over the SDK -------------------------------------------------------------
+
+    def check_auth(self) -> int:
+        """Id of the user the token belongs to (fails fast on a down server or a wrong token)."""
+        return int(self.call("check the token", self.sdk.users.whoami).id)
+
+    def find_project(self, title: str) -> Any | None:
+        """The project with exactly this title, or None."""
+        projects = self.call(
+            "list projects", lambda: list(self.sdk.projects.list(title=title, page_size=100))
+        )
+        for p in projects:
+            if p.title == title:
+                return p
+        return None
+
+    def export_tasks_once(self, project_id: int) -> list[dict[str, Any]]:
+        """All tasks of a project with their annotations (Label Studio JSON export), one attempt."""
+        chunks = self.sdk.projects.exports.download_sync(
+            project_id, export_type="JSON", download_all_tasks=True
+        )
+        return json.loads(b"".join(chunks))
+
+    def export_tasks(self, project_id: int) -> list[dict[str, Any]]:
+        """All tasks of a project with their annotations, with retries."""
+        return self.call(f"export the tasks of project {project_id}", self.export_tasks_once, project_id)
+
+    def ensure_user(self, username: str) -> int:
+        """Id of the user ``username`` (an e-mail address), created when missing."""
+        users = self.call("list users", self.sdk.users.list)
+        for u in users:
+            if u.username == username or u.email == username:
+                return int(u.id)
+        user = self.call(f"create user {username}", self.sdk.users.create, username=username, email=username)
+        return int(user.id)

@@ -1,0 +1,206 @@
+"""import_annotations: turn Label Studio answers into winner/loser pairs per (item, dimension).
+
+The server accepts any value for a Choices control, so every annotation is validated here against
+the labeling config of its task's dimension set: known control names only, one value per
+control, values among the candidate letters or ``none``, and every dimension answered (best and
+worst). An annotation that fails is reported (``invalid.json``) and excluded as a whole;
+cancelled (skipped) annotations and tasks without annotations are counted and dropped.
+
+Per annotator and dimension the answer is a label: ``"B>D"`` (best B, worst D) or ``none`` ("No
+clear difference" on best or worst). ``best == worst`` is a contradiction and is dropped from
+that annotator's answers. Several annotators of one task are merged by majority over labels;
+a tie for the top count gives no pair, a ``none`` majority gives no pair. Agreement per
+dimension: pairwise agreement and Krippendorff's alpha (nominal) over tasks with two or more
+valid answers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_agreement
+from onereward.annotate.labeling_config import (
+    DIMENSION_SETS,
+    NO_DIFFERENCE,
+    build_labeling_config,
+    candidate_letters,
+)
+
+NONE_LABEL = NO_DIFFERENCE
+
+
+@dataclass
+class Vote:
+    """One annotator's valid answer on one dimension."""
+
+    annotator: str
+    label: str  # "B>D" or "none"
+
+
+@dataclass
+class ImportResult:
+    """Everything import_annotations computes from an export."""
+
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=Counter)
+    units: dict[str, list[list[str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # dimension -> labels
+    n_tasks: int = 0
+    n_tasks_annotated: int = 0
+
+
+def validate_annotation(
+    data: dict[str, Any], annotation: dict[str, Any]
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Check one annotation against its task's config; returns ({dimension: (best, worst)}, problems)."""
+    problems: list[str] = []
+    dset = data.get("dimension_set")
+    cand_ids = data.get("candidate_ids") or []
+    if dset not in DIMENSION_SETS or len(cand_ids) < 2:
+        return {}, [f"task data: dimension_set {dset!r} / candidate_ids {cand_ids!r} are not ours"]
+    config = build_labeling_config(dset, len(cand_ids))
+    controls = config.control_names()
+    allowed = config.allowed_values()
+    answers: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in annotation.get("result") or []:
+        name = r.get("from_name")
+        if name not in controls:
+            problems.append(f"unknown control {name!r}")
+            continue
+        if r.get("type") != "choices":
+            problems.append(f"{name}: type {r.get('type')!r}, expected 'choices'")
+            continue
+        values = (r.get("value") or {}).get("choices")
+        if not isinstance(values, list) or len(values) != 1:
+            problems.append(f"{name}: expected exactly one choice, got {values!r}")
+            continue
+        if values[0] not in allowed:
+            problems.append(f"{name}: choice {values[0]!r} not in {sorted(allowed)}")
+            continue
+        dim, which = controls[name]
+        if which in answers[dim]:
+            problems.append(f"{name}: answered twice")
+            continue
+        answers[dim][which] = values[0]
+    choices: dict[str, tuple[str, str]] = {}
+    for dim in config.dimensions:
+        got = answers.get(dim, {})
+        missing = [w for w in ("best", "worst") if w not in got]
+        if missing:
+            problems.append(f"{dim}: {' and '.join(missing)} not answered")
+        else:
+            choices[dim] = (got["best"], got["worst"])
+    return choices, problems
+
+
+def vote_label(best: str, worst: str) -> str | None:
+    """Label of a (best, worst) answer: ``none``, ``"B>D"``, or None for the contradiction best == worst."""
+    if NO_DIFFERENCE in (best, worst):
+        return NONE_LABEL
+    if best == worst:
+        return None
+    return f"{best}>{worst}"
+
+
+def merge_votes(votes: list[Vote]) -> tuple[str | None, float, str]:
+    """Majority label of a unit, the share of annotators who gave it, and why no pair (or "")."""
+    if not votes:
+        return None, 0.0, "no_votes"
+    counts = Counter(v.label for v in votes).most_common()
+    top_label, top = counts[0]
+    if len(counts) > 1 and counts[1][1] == top:
+        return None, top / len(votes), "tie"
+    if top_label == NONE_LABEL:
+        return None, top / len(votes), "no_clear_difference"
+    return top_label, top / len(votes), ""
+
+
+def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
+    """Validate, filter and merge a Label Studio JSON export into pairs (paths filled in later)."""
+    out = ImportResult()
+    out.n_tasks = len(tasks_json)
+    for t in tasks_json:
+        data = t.get("data") or {}
+        task_id = t.get("id")
+        item_id = data.get("item_id")
+        anns = t.get("annotations") or []
+        if not anns:
+            out.counts["tasks_without_annotations"] += 1
+            continue
+        votes: dict[str, list[Vote]] = defaultdict(list)
+        n_valid = 0
+        for a in anns:
+            annotator = str(
+                a.get("completed_by")
+                if not isinstance(a.get("completed_by"), dict)
+                else a["completed_by"].get("id")
+            )
+            if a.get("was_cancelled"):
+                out.counts["cancelled"] += 1
+                continue
+            choices, problems = validate_annotation(data, a)
+            if problems:
+                out.invalid.append(
+                    {
+                        "task_id": task_id,
+                        "item_id": item_id,
+                        "annotation_id": a.get("id"),
+                        "annotator": annotator,
+                        "problems": problems,
+                    }
+                )
+                continue
+            n_valid += 1
+            for dim, (best, worst) in choices.items():
+                label = vote_label(best, worst)
+                if label is None:
+                    out.counts["best_equals_worst"] += 1
+                    continue
+                if label == NONE_LABEL:
+                    out.counts["no_clear_difference_answers"] += 1
+                votes[dim].append(Vote(annotator, label))
+        if not n_valid:
+            out.counts["tasks_without_valid_annotations"] += 1
+            continue
+        out.n_tasks_annotated += 1
+        cand_ids = data["candidate_ids"]
+        letters = candidate_letters(len(cand_ids))
+        for dim in data["dimensions"]:
+            unit = votes.get(dim, [])
+            out.units[dim].append([v.label for v in unit])
+            label, share, why = merge_votes(unit)
+            if label is None:
+                out.counts[f"dropped_{why}"] += 1
+                continue
+            best, worst = label.split(">")
+            out.pairs.append(
+                {
+                    "item_id": item_id,
+                    "task": data["edit_task"],
+                    "dimension": dim,
+                    "winner": cand_ids[letters.index(best)],
+                    "loser": cand_ids[letters.index(worst)],
+                    "ls_task_id": task_id,
+                    "annotators": sorted({v.annotator for v in unit}),
+                    "n_annotators": len(unit),
+                    "agreement": share,
+                }
+            )
+    return out
+
+
+def agreement_by_dimension(units: dict[str, list[list[str]]]) -> dict[str, dict[str, float | int | None]]:
+    """``{dimension: {"pairwise", "krippendorff_alpha", "n_units"}}`` over units with 2+ answers."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for dim, labels in sorted(units.items()):
+        multi = [u for u in labels if len(u) >= 2]
+        out[dim] = {
+            "pairwise": pairwise_agreement(multi),
+            "krippendorff_alpha": krippendorff_alpha_nominal(multi),
+            "n_units": len(multi),
+        }
+    return out
