@@ -105,6 +105,21 @@ def run_export(
         "predictions": predictions,
         "overlap": overlap,
     }
+    client = None
+    if label_studio_url:
+        # Fail fast (token, reachability, image storage) before the slow local work.
+        client = LabelStudioClient(label_studio_url, max_retries=max_retries)
+        client.check_auth()
+        if not params["image_url_prefix"]:
+            if not params["document_root"]:
+                raise InputError(
+                    f"--document-root: images need a place Label Studio can serve them from: pass --document-root "
+                    f"or set {DOCUMENT_ROOT_ENV} (local files), or --image-url-prefix (S3/GCS/MinIO storage)"
+                )
+            if not Path(params["document_root"]).is_dir():
+                raise InputError(
+                    f"--document-root: {params['document_root']} is not a directory (Label Studio's local-files root)"
+                )
     with ArtifactWriter(
         out, kind="project", stage="export_annotations", parameters=params, inputs=[cs.manifest]
     ) as art:
@@ -128,13 +143,7 @@ def run_export(
         else:
             with art.timer("server_s"):
                 payloads, task_map, projects, new_by_set = _export_to_server(
-                    art.path,
-                    drafts,
-                    configs,
-                    label_studio_url,
-                    params,
-                    max_retries=max_retries,
-                    chunk_size=chunk_size,
+                    client, art.path, drafts, configs, params, chunk_size=chunk_size
                 )
         for name, cfg in configs.items():
             projects.setdefault(name, {"project_id": None})
@@ -178,17 +187,14 @@ def run_export(
 
 
 def _export_to_server(
+    client: LabelStudioClient,
     root: Path,
     drafts: list[ex.TaskDraft],
     configs: dict,
-    url: str,
     params: dict[str, Any],
     *,
-    max_retries: int,
     chunk_size: int,
 ) -> tuple[list[dict], dict[str, int], dict[str, dict[str, Any]], dict[str, int]]:
-    client = LabelStudioClient(url, max_retries=max_retries)
-    client.check_auth()
     title, version = params["project_title"], params["project_version"]
     storage_dir: Path | None = None
     if params["image_url_prefix"]:
@@ -196,22 +202,14 @@ def _export_to_server(
 
         def url_of(rel: str) -> str:
             return f"{prefix}/{rel}"
-    elif params["document_root"]:
+    else:
         doc_root = Path(params["document_root"])
-        if not doc_root.is_dir():
-            raise InputError(
-                f"--document-root: {doc_root} is not a directory (Label Studio's local-files root)"
-            )
         storage_dir = (doc_root / "onereward" / f"{ex.slug(title)}-{ex.slug(version)}").resolve()
         ex.publish_images(root, drafts, storage_dir)
 
         def url_of(rel: str) -> str:
             return ex.local_files_url(doc_root, storage_dir / rel)  # type: ignore[operator]
-    else:
-        raise InputError(
-            f"--document-root: images need a place Label Studio can serve them from: pass --document-root or set "
-            f"{DOCUMENT_ROOT_ENV} (local files), or --image-url-prefix (S3/GCS/MinIO storage)"
-        )
+
     payloads: list[dict] = []
     task_map: dict[str, int] = {}
     projects: dict[str, dict[str, Any]] = {}
