@@ -62,11 +62,14 @@ class Models:
 
 @dataclass(frozen=True)
 class SelectSettings:
-    """select_subset: embedding batch size, DataLoader workers, CLIP input size."""
+    """select_subset: embedding batch size, DataLoader workers, CLIP input size, and the cosine
+    similarity at which two images count as near-duplicates (model-dependent: a random-weight tiny
+    CLIP maps every image into a narrow cone, a trained CLIP does not)."""
 
     batch_size: int = 64
     num_workers: int = 0
     image_size: int = 64
+    dedup_threshold: float = 0.97
 
 
 @dataclass(frozen=True)
