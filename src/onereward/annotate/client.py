@@ -71,6 +71,10 @@ class LabelStudioClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.sdk = LabelStudio(base_url=self.url, api_key=token_from_env(), timeout=timeout)
+        # The SDK's own silent retries (2, without backoff) would multiply ours; this class owns them.
+        http = getattr(getattr(self.sdk, "_client_wrapper", None), "httpx_client", None)
+        if http is not None and hasattr(http, "base_max_retries"):
+            http.base_max_retries = 0
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` with retries; ``what`` names the operation in errors and logs."""

@@ -1,0 +1,203 @@
+"""Annotation stages without a server (the embedded demo's path) and their building blocks."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from annotate_helpers import oracle_pairs, synthetic_candidates
+
+from onereward import tasks
+from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_agreement
+from onereward.annotate.export import mask_overlay
+from onereward.annotate.importer import Vote, merge_votes, validate_annotation
+from onereward.annotate.labeling_config import DIMENSION_SETS, build_labeling_config, choice_result
+from onereward.annotate.simulate import choose
+from onereward.annotate.stage import run_export, run_import, run_simulate
+from onereward.artifacts import ArtifactError, read_artifact
+from onereward.errors import InputError
+from onereward.tables import read_table
+
+PAIR_COLUMNS = [
+    "pair_id", "item_id", "task", "dimension", "prompt", "winner", "loser", "winner_image", "loser_image",
+    "source_image", "mask_image", "annotators", "n_annotators", "agreement",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_candidates(tmp_path_factory.mktemp("annotate-offline"), n_items=12, seed=5)
+
+
+@pytest.fixture(scope="module")
+def project(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("annotate-offline-project") / "project"
+    run_export(str(candidates), str(out))
+    return out
+
+
+def test_labeling_config_has_required_best_and_worst_radios_per_dimension() -> None:
+    for name, dims in DIMENSION_SETS.items():
+        cfg = build_labeling_config(name, 4)
+        root = ET.fromstring(cfg.xml)
+        choices = {c.get("name"): c for c in root.iter("Choices")}
+        assert set(choices) == {f"{d}_{w}" for d in dims for w in ("best", "worst")}
+        for c in choices.values():
+            assert c.get("choice") == "single-radio" and c.get("required") == "true"
+            values = [(x.get("value"), x.get("alias")) for x in c.iter("Choice")]
+            assert values == [
+                ("A", None),
+                ("B", None),
+                ("C", None),
+                ("D", None),
+                ("No clear difference", "none"),
+            ]
+        headers = " ".join(h.get("value", "") for h in root.iter("Header"))
+        for d in dims:
+            assert tasks.DIMENSION_DEFINITIONS[d] in headers
+        images = [i.get("value") for i in root.iter("Image")]
+        assert images == ["$source_overlay", "$candidate_A", "$candidate_B", "$candidate_C", "$candidate_D"]
+    assert DIMENSION_SETS["removal"] == ("removal_quality",)
+    assert "text_alignment" not in DIMENSION_SETS["unprompted_extend"]
+
+
+def test_offline_round_trip_equals_the_oracle(candidates: Path, project: Path, tmp_path: Path) -> None:
+    pj = json.loads((project / "project.json").read_text())
+    assert (
+        pj["url"] is None and pj["project_id"] is None and pj["n_tasks"] == 12 and len(pj["task_map"]) == 12
+    )
+    tasks_json = json.loads((project / "tasks.json").read_text())
+    for t in tasks_json:  # relative paths inside the artifact, never data URIs
+        assert all(not str(v).startswith("data:") for v in t["data"].values())
+        assert (project / t["data"]["candidate_A"]).is_file() and (
+            project / t["data"]["source_overlay"]
+        ).is_file()
+    sim = run_simulate(str(project), str(tmp_path / "answers"), threshold=0.0)
+    assert sim["n_annotations"] == 12 and not sim["online"]
+    read_artifact(tmp_path / "answers", kind="annotations")
+    metrics = run_import(str(tmp_path / "answers"), str(tmp_path / "prefs"))
+    read_artifact(tmp_path / "prefs", kind="preferences")
+    pairs = read_table(tmp_path / "prefs" / "pairs.parquet")
+    assert list(pairs[0])[: len(PAIR_COLUMNS)] == PAIR_COLUMNS
+    want = {k: v for k, v in oracle_pairs(candidates).items() if v is not None}
+    assert len(pairs) == metrics["n_pairs"] == len(want)
+    for row in pairs:
+        assert (row["winner"], row["loser"]) == want[(row["item_id"], row["dimension"])]
+        assert row["winner"] != row["loser"]
+        for col in ("winner_image", "loser_image", "source_image", "mask_image"):
+            assert (tmp_path / "prefs" / row[col]).is_file()
+        if row["task"] == "object_removal":
+            assert row["prompt"] is None
+    assert set(metrics) >= {"n_tasks", "n_pairs", "counts", "agreement", "n_invalid"}
+    assert metrics["n_tasks"] == 12 and metrics["n_invalid"] == 0
+    assert set(metrics["counts"]) == set(tasks.TASKS)
+    assert metrics["counts"]["object_removal"].keys() == {"removal_quality"}
+
+
+def test_threshold_turns_every_answer_into_no_clear_difference(project: Path, tmp_path: Path) -> None:
+    run_simulate(str(project), str(tmp_path / "answers"), threshold=1.01)  # oracle scores lie in [0, 1]
+    m = run_import(str(tmp_path / "answers"), str(tmp_path / "prefs"))
+    n_units = sum(len(t["data"]["dimensions"]) for t in json.loads((project / "tasks.json").read_text()))
+    assert m["n_pairs"] == 0 and m["n_no_clear_difference"] == n_units
+
+
+def test_noisy_annotators_disagree_and_majority_merges(project: Path, tmp_path: Path) -> None:
+    run_simulate(str(project), str(tmp_path / "a"), annotators=3, noise=0.3, threshold=0.0, seed=1)
+    m = run_import(str(tmp_path / "a"), str(tmp_path / "p"))
+    pairwise = [a["pairwise"] for a in m["agreement"].values()]
+    assert all(0.0 <= p < 1.0 for p in pairwise)  # heavy noise: some disagreement in every dimension
+    pairs = read_table(tmp_path / "p" / "pairs.parquet")
+    assert all(r["agreement"] > 0.5 and r["n_annotators"] == 3 for r in pairs)  # strict majority of 3
+    assert m["n_pairs"] + m["n_ties"] + m["n_no_clear_difference"] <= sum(
+        a["n_units"] for a in m["agreement"].values()
+    )
+    # Same seed, same answers (offline simulation is deterministic).
+    run_simulate(str(project), str(tmp_path / "b"), annotators=3, noise=0.3, threshold=0.0, seed=1)
+    assert (tmp_path / "a" / "export.json").read_text() == (tmp_path / "b" / "export.json").read_text()
+
+
+def test_export_is_deterministic_and_has_no_secrets(candidates: Path, project: Path, tmp_path: Path) -> None:
+    run_export(str(candidates), str(tmp_path / "again"))
+    assert (tmp_path / "again" / "tasks.json").read_text() == (project / "tasks.json").read_text()
+    for t in json.loads((project / "tasks.json").read_text()):
+        assert t["data"]["onereward_key"].startswith(t["data"]["item_id"] + ":")
+
+
+def test_oracle_predictions_are_valid_answers(candidates: Path, tmp_path: Path) -> None:
+    run_export(str(candidates), str(tmp_path / "p"), predictions="oracle")
+    for t in json.loads((tmp_path / "p" / "tasks.json").read_text()):
+        (pred,) = t["predictions"]
+        choices, problems = validate_annotation(t["data"], pred)
+        assert not problems and set(choices) == set(t["data"]["dimensions"])
+
+
+def test_validation_reports_each_kind_of_problem() -> None:
+    data = {
+        "dimension_set": "removal",
+        "candidate_ids": ["x-c0", "x-c1", "x-c2"],
+        "dimensions": ["removal_quality"],
+    }
+    ok = [choice_result("removal_quality", "best", "A"), choice_result("removal_quality", "worst", "C")]
+    assert validate_annotation(data, {"result": ok}) == ({"removal_quality": ("A", "C")}, [])
+    bad_letter = [choice_result("removal_quality", "best", "D"), ok[1]]  # only 3 candidates
+    assert "not in" in validate_annotation(data, {"result": bad_letter})[1][0]
+    two = [dict(ok[0], value={"choices": ["A", "B"]}), ok[1]]
+    assert "exactly one choice" in validate_annotation(data, {"result": two})[1][0]
+    foreign = [*ok, choice_result("structure", "best", "A")]
+    assert "unknown control" in validate_annotation(data, {"result": foreign})[1][0]
+    assert validate_annotation(data, {"result": ok[:1]})[1] == ["removal_quality: worst not answered"]
+
+
+def test_merge_votes_majority_tie_and_no_difference() -> None:
+    assert merge_votes([Vote("1", "A>B"), Vote("2", "A>B"), Vote("3", "C>D")]) == ("A>B", 2 / 3, "")
+    assert merge_votes([Vote("1", "A>B"), Vote("2", "C>D")])[0] is None
+    assert merge_votes([Vote("1", "A>B"), Vote("2", "C>D")])[2] == "tie"
+    assert merge_votes([Vote("1", "none"), Vote("2", "none"), Vote("3", "A>B")])[2] == "no_clear_difference"
+
+
+def test_agreement_statistics_match_hand_computed_values() -> None:
+    units = [["a", "a"], ["b", "b"], ["a", "b"]]
+    assert pairwise_agreement(units) == pytest.approx(2 / 3)
+    # n = 6, disagreeing pairs weighted 2 (one unit, m = 2), expected (36 - 18) / 5 = 3.6.
+    assert krippendorff_alpha_nominal(units) == pytest.approx(1 - 2 / 3.6)
+    assert krippendorff_alpha_nominal([["a", "a", "a"], ["b", "b"]]) == pytest.approx(1.0)
+    assert krippendorff_alpha_nominal([["a", "a"], ["a", "a"]]) is None  # no variation: undefined
+    assert pairwise_agreement([["a"]]) is None
+
+
+def test_choose_applies_threshold_and_breaks_ties_low() -> None:
+    assert choose(np.array([0.2, 0.9, 0.1, 0.5]), 0.05) == choose(np.array([0.2, 0.9, 0.1, 0.5]), 0.0)
+    assert (
+        choose(np.array([0.2, 0.9, 0.1, 0.5]), 0.0).best,
+        choose(np.array([0.2, 0.9, 0.1, 0.5]), 0.0).worst,
+    ) == (
+        "B",
+        "C",
+    )
+    assert choose(np.array([0.50, 0.52, 0.51]), 0.05).best == "none"
+
+
+def test_mask_overlay_tints_only_the_mask() -> None:
+    img = np.full((8, 8, 3), 100, np.uint8)
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    out = mask_overlay(img, mask)
+    assert (out[~mask] == 100).all() and (out[mask][:, 0] > 100).all() and (out[3, 3] != out[2, 2]).any()
+
+
+def test_bad_inputs_name_the_input(candidates: Path, project: Path, tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ArtifactError, match="--candidates"):
+        run_export(str(project), str(tmp_path / "x"))  # a project is not a candidates artifact
+    with pytest.raises(InputError, match="--predictions"):
+        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model")
+    with pytest.raises(InputError, match="no annotations"):
+        run_import(str(project), str(tmp_path / "x"))
+    with pytest.raises(InputError, match="--annotators"):
+        run_simulate(str(project), str(tmp_path / "x"), annotators=0)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(InputError, match="LABEL_STUDIO_API_KEY"):
+        run_export(str(candidates), str(tmp_path / "x"), label_studio_url="http://127.0.0.1:9")
+    assert not (tmp_path / "x").exists()
