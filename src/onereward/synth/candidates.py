@@ -80,33 +80,35 @@ PIXEL_DEGRADATIONS = (
 )
 
 
-class _Item:
-    """One item's arrays and facts, as the degradations need them."""
+class SyntheticItem:
+    """One item's arrays and facts, as the degradations need them.
 
-    def __init__(self, row: Mapping[str, Any], root: Path):
-        self.row = row
-        self.item_id: str = row["item_id"]
-        self.task: str = row["task"]
-        self.prompt: str | None = row.get("prompt")
-        if not row.get("mask"):
-            raise InputError(
-                f"items: item {self.item_id!r} has mask null; synthetic candidates need masks "
-                "(make the pool with masks, or run select first)"
-            )
-        if not row.get("target"):
-            raise InputError(
-                f"items: item {self.item_id!r} has target null; synthetic candidates need the synthetic "
-                "world's targets (column 'target')"
-            )
-        self.source = load_rgb(root / row["image"])
-        self.mask = load_mask(root / row["mask"])
-        self.target = load_rgb(root / row["target"])
+    Build it from arrays (``SyntheticItem(item_id, task, prompt, source, mask, target, meta)``)
+    or from an items.parquet row with :meth:`from_row`.
+    """
+
+    def __init__(
+        self,
+        item_id: str,
+        task: str,
+        prompt: str | None,
+        source: np.ndarray,
+        mask: np.ndarray,
+        target: np.ndarray,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        tasks.check_task(task, where=f"items: item {item_id!r} task")
+        self.item_id = item_id
+        self.task = task
+        self.prompt = prompt
+        self.source = np.asarray(source, dtype=np.uint8)
+        self.mask = np.asarray(mask, dtype=bool)
+        self.target = np.asarray(target, dtype=np.uint8)
         if self.source.shape != self.target.shape or self.mask.shape != self.source.shape[:2]:
-            raise InputError(f"items: item {self.item_id!r}: image, mask and target sizes differ")
-        try:
-            self.meta: dict[str, Any] = json.loads(row.get("meta") or "{}")
-        except json.JSONDecodeError as e:
-            raise InputError(f"items: item {self.item_id!r} column 'meta' is not JSON ({e})") from e
+            raise InputError(f"items: item {item_id!r}: image, mask and target sizes differ")
+        if not self.mask.any():
+            raise InputError(f"items: item {item_id!r}: the mask is empty")
+        self.meta: dict[str, Any] = dict(meta or {})
         # Scene-level degradations need a renderable scene of the same size.
         self.has_scene = (
             isinstance(self.meta.get("background"), dict)
@@ -116,6 +118,47 @@ class _Item:
         self.prompted = self.meta.get("prompted") if self.has_scene else None
         self.removed = self.meta.get("removed") if self.has_scene else None
         self.parsed = parse_prompt(self.prompt) if tasks.has_user_prompt(self.task, self.prompt) else {}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], root: Path) -> SyntheticItem:
+        """Load an items.parquet row of a pool/subset artifact at ``root``."""
+        item_id = row["item_id"]
+        if not row.get("mask"):
+            raise InputError(
+                f"items: item {item_id!r} has mask null; synthetic candidates need masks "
+                "(make the pool with masks, or run select first)"
+            )
+        if not row.get("target"):
+            raise InputError(
+                f"items: item {item_id!r} has target null; synthetic candidates need the synthetic "
+                "world's targets (column 'target')"
+            )
+        try:
+            meta = json.loads(row.get("meta") or "{}")
+        except json.JSONDecodeError as e:
+            raise InputError(f"items: item {item_id!r} column 'meta' is not JSON ({e})") from e
+        return cls(
+            item_id,
+            row["task"],
+            row.get("prompt"),
+            load_rgb(root / row["image"]),
+            load_mask(root / row["mask"]),
+            load_rgb(root / row["target"]),
+            meta,
+        )
+
+    @classmethod
+    def from_world(cls, item: Mapping[str, Any]) -> SyntheticItem:
+        """From an in-memory item of :func:`onereward.synth.world.sample_items`."""
+        return cls(
+            item["item_id"],
+            item["task"],
+            item["prompt"],
+            item["source"],
+            item["mask"],
+            item["target"],
+            item["meta"],
+        )
 
     def applicable(self) -> list[str]:
         """Degradations that make sense for this item."""
@@ -164,7 +207,7 @@ def _break_background(rng: np.random.Generator, background: dict[str, Any]) -> d
 
 
 def _render_scene_degradations(
-    item: _Item, names: Sequence[str], rng: np.random.Generator
+    item: SyntheticItem, names: Sequence[str], rng: np.random.Generator
 ) -> tuple[np.ndarray, dict]:
     """Apply scene-level degradations by re-rendering the scene; returns (image, details)."""
     meta = copy.deepcopy(item.meta)
@@ -233,7 +276,7 @@ def _ring_mean(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _apply_pixel(
-    name: str, image: np.ndarray, item: _Item, severity: float, rng: np.random.Generator
+    name: str, image: np.ndarray, item: SyntheticItem, severity: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, Any]:
     """Apply one pixel-level degradation to a float HxWx3 image (0..255); returns (image, detail)."""
     mask = item.mask
@@ -275,33 +318,63 @@ def _apply_pixel(
     raise ValueError(f"unknown degradation {name!r}")
 
 
+def degrade(
+    item: SyntheticItem,
+    names: Sequence[str],
+    rng: np.random.Generator,
+    severity: float | Mapping[str, float] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """One result: the item's target with the named degradations, composited on the source.
+
+    ``names``: degradations from :meth:`SyntheticItem.applicable` (scene-level ones are applied
+    first by re-rendering, then pixel-level ones in a fixed order); ``severity`` in [0, 1] (one
+    value, one per name, or None to draw each from U(0.2, 1)). Returns (HxWx3 uint8 result, log
+    of the degradations applied). Pixels outside the mask are exactly the source's.
+    """
+    unknown = [n for n in names if n not in SCENE_DEGRADATIONS + PIXEL_DEGRADATIONS]
+    if unknown:
+        raise InputError(
+            f"degradations: unknown name(s) {unknown}; expected from {SCENE_DEGRADATIONS + PIXEL_DEGRADATIONS}"
+        )
+    chosen = list(names)
+    # missing_object overrides the object's wrong colour / shape / word.
+    if "missing_object" in chosen:
+        chosen = [c for c in chosen if c not in ("wrong_colour", "wrong_shape", "wrong_word")]
+    if isinstance(severity, Mapping):
+        severities = {c: float(severity.get(c, 0.5)) for c in chosen}
+    elif severity is None:
+        severities = {c: float(rng.uniform(0.2, 1.0)) for c in chosen}
+    else:
+        severities = {c: float(severity) for c in chosen}
+    scene = [c for c in SCENE_DEGRADATIONS if c in chosen]
+    if item.has_scene and (scene or item.task == tasks.OBJECT_REMOVAL):
+        image, details = _render_scene_degradations(item, scene, rng)
+        image = image.astype(np.float64)
+    else:
+        image, details = item.target.astype(np.float64), {}
+    log_entries: list[dict[str, Any]] = [{"name": c, "detail": details.get(c)} for c in scene]
+    for name in PIXEL_DEGRADATIONS:
+        if name in chosen:
+            image, detail = _apply_pixel(name, image, item, severities[name], rng)
+            log_entries.append({"name": name, "severity": round(severities[name], 3), "detail": detail})
+    result = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return np.where(item.mask[..., None], result, item.source), log_entries
+
+
 def synthesize_candidates(
-    item: _Item, n: int, rng: np.random.Generator
+    item: SyntheticItem, n: int, rng: np.random.Generator
 ) -> list[tuple[np.ndarray, list[dict[str, Any]]]]:
-    """``n`` results for one item with their degradation lists (candidate k has a graded count)."""
+    """``n`` results for one item with their degradation logs.
+
+    The numbers of degradations of the n candidates are a shuffled ``0, 1, 2, 3, 0, 1, ...`` so
+    the quality is graded within an item; which degradations and how severe is random.
+    """
     options = item.applicable()
     counts = rng.permutation([k % 4 for k in range(n)])
     out = []
     for count in counts:
         chosen = list(rng.choice(options, size=min(int(count), len(options)), replace=False)) if count else []
-        # wrong_colour and wrong_shape/word together are fine; missing_object overrides them.
-        if "missing_object" in chosen:
-            chosen = [c for c in chosen if c not in ("wrong_colour", "wrong_shape", "wrong_word")]
-        severities = {c: float(rng.uniform(0.2, 1.0)) for c in chosen}
-        scene = [c for c in SCENE_DEGRADATIONS if c in chosen]
-        if item.has_scene and scene:
-            image, details = _render_scene_degradations(item, scene, rng)
-            image = image.astype(np.float64)
-        else:
-            image, details = item.target.astype(np.float64), {}
-        log_entries = [{"name": c, "detail": details.get(c)} for c in scene]
-        for name in PIXEL_DEGRADATIONS:
-            if name in chosen:
-                image, detail = _apply_pixel(name, image, item, severities[name], rng)
-                log_entries.append({"name": name, "severity": round(severities[name], 3), "detail": detail})
-        result = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-        result = np.where(item.mask[..., None], result, item.source)
-        out.append((result, log_entries))
+        out.append(degrade(item, [str(c) for c in chosen], rng))
     return out
 
 
@@ -344,11 +417,11 @@ def make_candidates(
                     shutil.copyfile(root / row[col], dst)
         write_table(art.path / "items.parquet", rows)
         cand_rows: list[dict[str, Any]] = []
-        shown: list[tuple[_Item, list[tuple[np.ndarray, dict[str, float], list]]]] = []
+        shown: list[tuple[SyntheticItem, list[tuple[np.ndarray, dict[str, float], list]]]] = []
         spreads: dict[str, list[float]] = {}
         with Throughput("candidates") as tp:
             for row in tqdm(rows, desc="synthetic candidates", unit="item", disable=len(rows) < 50):
-                item = _Item(row, root)
+                item = SyntheticItem.from_row(row, root)
                 iseed = _item_seed(seed, item.item_id)
                 results = synthesize_candidates(item, per_item, np.random.default_rng(iseed))
                 scored = []
@@ -403,7 +476,7 @@ def make_candidates(
     return art.manifest
 
 
-def _write_report(root: Path, shown: Sequence[tuple[_Item, list]]) -> None:
+def _write_report(root: Path, shown: Sequence[tuple[SyntheticItem, list]]) -> None:
     from onereward.report import html_table, img_tag, png_data_uri, write_html_report
 
     table_rows = []

@@ -57,18 +57,40 @@ def _integral(a: np.ndarray) -> np.ndarray:
 
 
 def _box_sum(a: np.ndarray, radius: int) -> np.ndarray:
-    """Sum of ``a`` over the (2r+1)^2 window around each pixel (clipped at the image border)."""
-    h, w = a.shape[:2]
-    c = _integral(a)
-    y0 = np.clip(np.arange(h) - radius, 0, h)
-    y1 = np.clip(np.arange(h) + radius + 1, 0, h)
-    x0 = np.clip(np.arange(w) - radius, 0, w)
-    x1 = np.clip(np.arange(w) + radius + 1, 0, w)
-    return c[y1][:, x1] - c[y0][:, x1] - c[y1][:, x0] + c[y0][:, x0]
+    """Sum of ``a`` over the (2r+1)^2 window around each pixel (zero outside the image).
+
+    Separable running sums over padded axes: two cumsums, no per-pixel indexing.
+    """
+    k = 2 * radius + 1
+    out = a
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius + 1, radius)
+        c = np.cumsum(np.pad(out, pad), axis=axis)
+        hi = [slice(None)] * out.ndim
+        lo = [slice(None)] * out.ndim
+        hi[axis] = slice(k, None)
+        lo[axis] = slice(None, -k)
+        out = c[tuple(hi)] - c[tuple(lo)]
+    return out
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    return _box_sum(mask.astype(np.float32), radius) > 0.5
+    """Square dilation of a bool mask by ``radius`` pixels (separable, doubling shifts: O(log r))."""
+    out = mask.astype(bool, copy=True)
+    for axis in (0, 1):
+        reached = 0
+        while reached < radius:
+            d = min(reached + 1, radius - reached)
+            prev = out.copy()
+            if axis == 0:
+                out[d:] |= prev[:-d]
+                out[:-d] |= prev[d:]
+            else:
+                out[:, d:] |= prev[:, :-d]
+                out[:, :-d] |= prev[:, d:]
+            reached += d
+    return out
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -81,7 +103,7 @@ def _mean(values: np.ndarray, where: np.ndarray, default: float = 0.0) -> float:
 
 
 class _Edit:
-    """Shared per-call quantities (bands, luminance, gradients), computed once per result."""
+    """Shared per-call quantities (bands, luminance, gradients, palette), computed once per result."""
 
     def __init__(
         self, task: str, source: np.ndarray, mask: np.ndarray, prompt: str | None, result: np.ndarray
@@ -99,13 +121,19 @@ class _Edit:
         self.task = task
         self.prompt = prompt
         self.mask = mask.astype(bool)
+        self.result_u8 = result.astype(np.uint8)
+        self.source_u8 = source.astype(np.uint8)
         self.x = result.astype(np.float32) / 255.0
         self.s = source.astype(np.float32) / 255.0
         h, w = self.mask.shape
-        self.b = max(2, int(round(min(h, w) / 32)))
+        side = min(h, w)
+        self.b = max(2, int(round(side / 32)))
+        self.r_ctx = max(2 * self.b, int(round(side / 8)))
+        self.r_wide = max(2 * self.b, int(round(side / 4)))
         m = self.mask
-        self.inner = m & ~_erode(m, self.b)
-        self.outer = _dilate(m, self.b) & ~m
+        self._grown: dict[tuple[bool, int], np.ndarray] = {}
+        self.inner = m & self.grown(self.b, outside=True)
+        self.outer = self.grown(self.b) & ~m
         self.y = self.x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         # Forward differences within one side of the boundary only.
         gx = np.zeros_like(self.y)
@@ -113,11 +141,77 @@ class _Edit:
         gx[:, :-1] = (self.y[:, 1:] - self.y[:, :-1]) * (m[:, 1:] == m[:, :-1])
         gy[:-1, :] = (self.y[1:, :] - self.y[:-1, :]) * (m[1:, :] == m[:-1, :])
         self.gx, self.gy = gx, gy
+        self._palette: tuple[np.ndarray, np.ndarray] | None = None
+        self._shape_px: np.ndarray | None = None
+        self._context: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._grown: dict[tuple[bool, int], np.ndarray] = {}
+
+    def grown(self, radius: int, outside: bool = False) -> np.ndarray:
+        """The mask (or, with ``outside``, its complement) dilated by ``radius``; cached."""
+        key = (outside, radius)
+        if key not in self._grown:
+            self._grown[key] = _dilate(~self.mask if outside else self.mask, radius)
+        return self._grown[key]
 
     @property
     def degenerate(self) -> bool:
         """True when the mask or its complement is empty (no boundary to judge)."""
         return not self.inner.any() or not self.outer.any()
+
+    @property
+    def palette(self) -> tuple[np.ndarray, np.ndarray]:
+        """(index of the nearest palette colour, distance to it) per pixel."""
+        if self._palette is None:
+            flat = self.x.reshape(-1, 3)
+            d2 = (_PALETTE * _PALETTE).sum(1)[None, :] - 2.0 * flat @ _PALETTE.T
+            idx = d2.argmin(1)
+            d2_min = d2[np.arange(idx.size), idx] + (flat * flat).sum(1)
+            h, w = self.mask.shape
+            self._palette = (idx.reshape(h, w), np.sqrt(np.maximum(d2_min, 0.0)).reshape(h, w))
+        return self._palette
+
+    @property
+    def context_match(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Background colours of the In band matched to the nearest colour of the context ring.
+
+        Returns (unique In colours U x 3 in [0, 1], their pixel counts, the nearest context colour
+        of each U x 3, the distance ||.||_2 / sqrt(3)). Colours are quantised to 64 levels.
+        """
+        if self._context is None:
+            ring = self.grown(self.r_ctx) & ~self.mask
+            ctx = np.unique(_colour_keys(self.result_u8[ring]))
+            if ctx.size > 512:  # bound the distance matrix on noisy or photographic context
+                ctx = ctx[np.linspace(0, ctx.size - 1, 512).astype(int)]
+            keys, counts = np.unique(
+                _colour_keys(self.result_u8[self.inner & ~self.shape_px]), return_counts=True
+            )
+            a, c = _keys_to_rgb(keys), _keys_to_rgb(ctx)
+            if a.size == 0 or c.size == 0:
+                self._context = (a, counts, a, np.zeros(len(a), dtype=np.float32))
+            else:
+                d2 = (a * a).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * a @ c.T
+                j = d2.argmin(1)
+                dist = np.sqrt(np.maximum(d2[np.arange(len(a)), j], 0.0)) / np.sqrt(3.0)
+                self._context = (a, counts, c[j], dist)
+        return self._context
+
+    @property
+    def shape_px(self) -> np.ndarray:
+        """Pixels of shape colours (and their 1-px rim): foreground, excluded from background statistics."""
+        if self._shape_px is None:
+            idx, dist = self.palette
+            self._shape_px = _dilate((idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE), 1)
+        return self._shape_px
+
+
+def _colour_keys(pixels: np.ndarray) -> np.ndarray:
+    """Pack uint8 RGB pixels (N x 3) quantised to 64 levels into one int per colour."""
+    q = (pixels >> 2).astype(np.int32)
+    return (q[:, 0] << 12) | (q[:, 1] << 6) | q[:, 2]
+
+
+def _keys_to_rgb(keys: np.ndarray) -> np.ndarray:
+    return np.stack([(keys >> 12) & 63, (keys >> 6) & 63, keys & 63], axis=-1).astype(np.float32) * 4 / 255.0
 
 
 # --- dimensions -----------------------------------------------------------------------------------
@@ -126,44 +220,48 @@ class _Edit:
 def consistency_score(e: _Edit) -> float:
     """Colour and texture continuity across the mask boundary.
 
-    - colour gap ``g_c = mean_{In u Out} || S_in - S_out ||_2 / sqrt(3)`` where ``S_in`` (``S_out``)
-      is the local mean colour over the In (Out) band pixels within a (4b+1)^2 window: the colour
-      just inside vs just outside the boundary at the same place (a hard colour seam, a lighting
-      shift or a washed-out fill raise it; stripes do not, their window means agree);
-    - texture gap ``g_t = |E_In - E_Out| / (E_In + E_Out + 0.02)`` with ``E_S = mean_S(|gx| + |gy|)``
-      (noise or blur inside the mask raise it);
+    - colour gap ``g_c``: for every background pixel of the In band (shape colours left out), the
+      distance from its colour to the
+      nearest colour of the context ring ``C = (M dilated by r) minus M`` (r = min(H, W) / 8, wide
+      enough to hold both colours of any stripe pattern; colours quantised to 64 levels),
+      ``d = ||.||_2 / sqrt(3)`` on [0, 1] RGB; ``g_c = mean_In max(0, d - 0.015)`` (the tolerance
+      absorbs quantisation and gradient steps): a colour seam, a lighting shift or a washed-out
+      fill bring colours the surroundings do not have; continuing stripes, checkers and
+      gradients do not;
+    - texture gap ``g_t = |E_in - E_out| / (E_in + E_out + 0.02)`` with ``E = mean(|gx| + |gy|)``
+      over the background pixels (shape colours and their rim left out) within r of the boundary
+      inside and outside (noise or blur inside the mask raise it);
 
-    ``consistency = exp(-g_c / 0.06) * (1 - 0.6 g_t)``. Degenerate masks score 0.5.
+    ``consistency = exp(-g_c / 0.04) * (1 - 0.6 g_t)``. Degenerate masks score 0.5.
     """
     if e.degenerate:
         return 0.5
-    r = 2 * e.b
-    inner = e.inner.astype(np.float32)
-    outer = e.outer.astype(np.float32)
-    n_in = _box_sum(inner, r)[..., None]
-    n_out = _box_sum(outer, r)[..., None]
-    s_in = _box_sum(e.x * inner[..., None], r) / np.maximum(n_in, 1e-6)
-    s_out = _box_sum(e.x * outer[..., None], r) / np.maximum(n_out, 1e-6)
-    band = (e.inner | e.outer) & (n_in[..., 0] > 0.5) & (n_out[..., 0] > 0.5)
-    gap = np.sqrt(((s_in - s_out) ** 2).sum(-1)) / np.sqrt(3.0)
-    g_c = _mean(gap, band)
+    ring = e.grown(e.r_ctx) & ~e.mask
+    _, counts, _, nearest = e.context_match
+    g_c = float((np.maximum(nearest - 0.015, 0.0) * counts).sum() / max(counts.sum(), 1))
+    background = ~e.shape_px
+    w_in = e.mask & e.grown(e.r_ctx, outside=True) & background
+    w_out = ring & background
     energy = np.abs(e.gx) + np.abs(e.gy)
-    e_in, e_out = _mean(energy, e.inner), _mean(energy, e.outer)
+    e_in, e_out = _mean(energy, w_in), _mean(energy, w_out)
     g_t = abs(e_in - e_out) / (e_in + e_out + 0.02)
-    return float(np.clip(np.exp(-g_c / 0.06) * (1.0 - 0.6 * g_t), 0.0, 1.0))
+    return float(np.clip(np.exp(-g_c / 0.04) * (1.0 - 0.6 * g_t), 0.0, 1.0))
 
 
 def structure_score(e: _Edit) -> float:
     """Geometric coherence across the boundary: edges and stripes continue, contours stay intact.
 
-    - continuation error ``e_c``: for pixel pairs (p inside, q outside) adjacent across the
-      boundary, the gradient *along* the boundary at p and at q should agree (a stripe or a shape
-      contour crossing the boundary has the same tangential gradient on both sides):
-      ``e_c = sum |t_p - t_q| / (sum |t_p| + sum |t_q| + 0.01 n)`` over the n pairs, with t = gy for
-      horizontal neighbours and t = gx for vertical neighbours;
-    - orientation error ``e_o``: structure tensors ``J_S = mean_S([gx^2, gx gy, gy^2])`` of the In
-      and Out bands, ``e_o = ||J_In - J_Out|| / (||J_In|| + ||J_Out|| + 1e-4)`` (stripe direction and
-      edge density must match; a flat fill next to stripes gives 1);
+    - continuation error ``e_c``: for pixel pairs (p, q) adjacent across the boundary, the
+      gradient *along* the boundary at p and near q should agree (a stripe or a shape contour
+      crossing the boundary has the same tangential gradient on both sides):
+      ``e_c = sum min_{k=-1,0,1} |t_p - t_{q+k}| / (sum |t_p| + sum |t_q| + 0.01 n)``, symmetrised
+      over (p, q) and (q, p), over the n pairs; t = gy for horizontal neighbours (k shifts rows)
+      and t = gx for vertical neighbours (k shifts columns);
+    - orientation error ``e_o``: structure tensors ``J_S = mean_S([gx^2, gx gy, gy^2])`` of the
+      background within r = min(H, W) / 4 of the boundary inside (``W_in``) and outside (``W_out``),
+      shape-coloured pixels and their rim left out;
+      ``e_o = ||J_in - J_out|| / (||J_in|| + ||J_out|| + 1e-4)`` (stripe direction and density must
+      match; a flat fill next to stripes gives 1);
 
     ``structure = 1 - 0.6 e_c - 0.4 e_o``, clipped to [0, 1]. Colour shifts leave both terms
     unchanged (gradients are taken within one side of the boundary). Degenerate masks score 0.5.
@@ -174,73 +272,114 @@ def structure_score(e: _Edit) -> float:
     num = 0.0
     den = 0.0
     n = 0
-    # Horizontal neighbours across a vertical boundary: tangential gradient is gy.
-    cross_h = m[:, :-1] != m[:, 1:]
-    if cross_h.any():
-        a, c = e.gy[:, :-1][cross_h], e.gy[:, 1:][cross_h]
-        num += float(np.abs(a - c).sum())
-        den += float(np.abs(a).sum() + np.abs(c).sum())
-        n += a.size
-    cross_v = m[:-1, :] != m[1:, :]
-    if cross_v.any():
-        a, c = e.gx[:-1, :][cross_v], e.gx[1:, :][cross_v]
-        num += float(np.abs(a - c).sum())
-        den += float(np.abs(a).sum() + np.abs(c).sum())
-        n += a.size
+    # Horizontal neighbours across a vertical boundary: the tangential gradient is gy; an edge may
+    # step by one pixel from p to q (diagonal stripes), so q's gradient is taken at +-1 too.
+    gy_near = np.stack([e.gy, np.roll(e.gy, 1, axis=0), np.roll(e.gy, -1, axis=0)])
+    gx_near = np.stack([e.gx, np.roll(e.gx, 1, axis=1), np.roll(e.gx, -1, axis=1)])
+    for cross, t_side_a, t_side_b in (
+        (m[:, :-1] != m[:, 1:], (e.gy[:, :-1], gy_near[:, :, 1:]), (e.gy[:, 1:], gy_near[:, :, :-1])),
+        (m[:-1, :] != m[1:, :], (e.gx[:-1, :], gx_near[:, 1:, :]), (e.gx[1:, :], gx_near[:, :-1, :])),
+    ):
+        if not cross.any():
+            continue
+        for t_p, t_q in (t_side_a, t_side_b):
+            a = t_p[cross]
+            c = t_q[:, cross]
+            num += float(np.abs(a[None, :] - c).min(0).sum()) / 2
+            den += float(np.abs(a).sum()) / 2 + float(np.abs(c[0]).sum()) / 2
+            n += a.size
     e_c = num / (den + 0.01 * n) if n else 0.0
-    feats = np.stack([e.gx * e.gx, e.gx * e.gy, e.gy * e.gy], axis=-1)
-    j_in = feats[e.inner].mean(0)
-    j_out = feats[e.outer].mean(0)
-    e_o = float(np.linalg.norm(j_in - j_out) / (np.linalg.norm(j_in) + np.linalg.norm(j_out) + 1e-4))
+    background = ~e.shape_px
+    w_in = m & e.grown(e.r_wide, outside=True) & background
+    w_out = e.grown(e.r_wide) & ~m & background
+    e_o = 0.0
+    if w_in.any() and w_out.any():
+        feats = np.stack([e.gx * e.gx, e.gx * e.gy, e.gy * e.gy], axis=-1)
+        j_in = feats[w_in].mean(0)
+        j_out = feats[w_out].mean(0)
+        e_o = float(np.linalg.norm(j_in - j_out) / (np.linalg.norm(j_in) + np.linalg.norm(j_out) + 1e-4))
     return float(np.clip(1.0 - 0.6 * e_c - 0.4 * e_o, 0.0, 1.0))
+
+
+def _min_neighbour_diff(y: np.ndarray) -> np.ndarray:
+    """Per pixel, the smallest absolute luminance difference to its 8 neighbours.
+
+    Piecewise-constant content (shapes, stripes, 1-px letter strokes, diagonal edges) always has
+    an equal neighbour, smooth gradients a nearly equal one; pixel noise has none.
+    """
+    h, w = y.shape
+    yp = np.pad(y, 1, mode="edge")
+    diffs = [
+        np.abs(yp[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] - y)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if dy or dx
+    ]
+    return np.minimum.reduce(diffs)
 
 
 def aesthetics_score(e: _Edit) -> float:
     """Visual quality of the generated region: no noise, no blur, not washed out, not clipped.
 
-    Over the mask eroded by 1 (``M1``) and the known region eroded by 1 (``K1``), with
-    ``L = |4-neighbour Laplacian of Y|`` and ``G = sqrt(gx^2 + gy^2)``:
+    With ``M1`` = the mask eroded by 1, ``K1`` = the known region eroded by 1:
 
-    - noise ``n = max(0, median_M1(L) - median_K1(L))`` (noise lifts the Laplacian everywhere;
-      edges of shapes or stripes are sparse and also present outside);
-    - blur ``z = clip(1 - rho / 1.2, 0, 1) * min(1, A / (0.02 |M1|))``, with edge pixels
-      ``E = M1 & (G > 0.05)``, ``A = |E|`` and sharpness ``rho = sum_E L / sum_E G`` (about 2 for the
-      world's crisp edges, falling as edges widen); no edges, no blur penalty;
-    - washed out ``w = clip(1 - (C_M + 0.03) / (C_K + 0.03), 0, 1)`` with chroma
-      ``C_S = mean_S(max_c x - min_c x)`` (over M and the Out band);
+    - noise ``n = max(0, mean_M1(N) - mean_K1(N))`` with N = the smallest absolute luminance
+      difference of a pixel to its 8 neighbours (0 for crisp shapes, stripes, letters, ~0 for
+      gradients, large for pixel noise);
+    - blur ``z = clip(1 - rho / 1.0, 0, 1) * min(1, |E| / (0.02 |M1|))``: edge pixels
+      ``E = M1 & (G > 0.05)``, G = sqrt(gx^2 + gy^2), sharpness ``rho = sum_E L / sum_E G`` with
+      L = |4-neighbour Laplacian of Y| (crisp edges of the world give rho ~ 1.1-1.6, blurred ones
+      less); no edges, no blur penalty;
+    - washed out ``w = mean_In min(lift, max(desat, flat))`` over the background pixels p of the
+      In band (shape colours left out), each compared with its nearest context colour c (as in
+      consistency): ``lift = clip((Y_p - Y_c - 0.02) / 0.1, 0, 1)`` (lighter),
+      ``desat = clip((C_c - C_p - 0.01) / (0.5 C_c + 0.02), 0, 1)`` (duller; C = max - min
+      channel) and, for the region, ``flat = clip((S_out - S_in - 0.01) / (S_out + 0.03), 0, 1)``
+      (less contrast; S = std of Y over the background within min(H, W) / 8 of the boundary,
+      inside and outside): a washed-out fill is lighter *and* duller or flatter than its
+      surroundings, a mere colour shift (a seam, judged by consistency) is usually not both;
     - clipping ``k = max(0, f_M - f_K)``, f = share of pixels with a channel at 0 or 255;
 
-    ``aesthetics = exp(-(n / 0.04 + 1.2 z + 1.5 w + 4 k))``.
+    ``aesthetics = exp(-(n / 0.012 + 1.2 z + 3 w + 4 k))``.
     """
     m = e.mask
-    m1 = _erode(m, 1)
+    m1 = m & ~e.grown(1, outside=True)
     if not m1.any():
         m1 = m
     if not m1.any():
         return 0.5
-    k1 = _erode(~m, 1)
+    k1 = ~e.grown(1)
+    nd = _min_neighbour_diff(e.y)
+    noise = max(0.0, _mean(nd, m1) - _mean(nd, k1))
     y = e.y
     yp = np.pad(y, 1, mode="edge")
     lap = np.abs(yp[:-2, 1:-1] + yp[2:, 1:-1] + yp[1:-1, :-2] + yp[1:-1, 2:] - 4 * y)
-    lap_in = lap[m1]
-    noise = float(np.median(lap_in)) - (float(np.median(lap[k1])) if k1.any() else 0.0)
-    noise = max(0.0, noise)
     grad = np.sqrt(e.gx**2 + e.gy**2)
     edges = m1 & (grad > 0.05)
     n_edges = int(edges.sum())
     blur = 0.0
     if n_edges:
         rho = float(lap[edges].sum() / (grad[edges].sum() + 1e-6))
-        blur = float(np.clip(1.0 - rho / 1.2, 0.0, 1.0)) * min(1.0, n_edges / (0.02 * m1.sum()))
-    chroma = e.x.max(-1) - e.x.min(-1)
-    ref = e.outer if e.outer.any() else ~m
-    c_m = _mean(chroma, m)
-    c_k = _mean(chroma, ref, default=c_m)
-    washed = float(np.clip(1.0 - (c_m + 0.03) / (c_k + 0.03), 0.0, 1.0))
-    raw = np.rint(e.x * 255)
-    clipped_px = ((raw <= 0) | (raw >= 255)).any(-1)
+        blur = float(np.clip(1.0 - rho / 1.0, 0.0, 1.0)) * min(1.0, n_edges / (0.02 * m1.sum()))
+    washed = 0.0
+    colours, counts, nearest, _ = e.context_match
+    if counts.sum() > 0:
+        lum = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        lift = np.clip((colours @ lum - nearest @ lum - 0.02) / 0.1, 0.0, 1.0)
+        c_p = colours.max(1) - colours.min(1)
+        c_c = nearest.max(1) - nearest.min(1)
+        desat = np.clip((c_c - c_p - 0.01) / (0.5 * c_c + 0.02), 0.0, 1.0)
+        background = ~e.shape_px
+        w_in = m & e.grown(e.r_ctx, outside=True) & background
+        w_out = e.grown(e.r_ctx) & ~m & background
+        flat = 0.0
+        if w_in.sum() > 4 and w_out.sum() > 4:
+            s_in, s_out = float(y[w_in].std()), float(y[w_out].std())
+            flat = float(np.clip((s_out - s_in - 0.01) / (s_out + 0.03), 0.0, 1.0))
+        washed = float((np.minimum(lift, np.maximum(desat, flat)) * counts).sum() / counts.sum())
+    clipped_px = ((e.result_u8 == 0) | (e.result_u8 == 255)).any(-1)
     clip = max(0.0, _mean(clipped_px, m) - _mean(clipped_px, ~m))
-    return float(np.exp(-(noise / 0.04 + 1.2 * blur + 1.5 * washed + 4.0 * clip)))
+    return float(np.exp(-(noise / 0.012 + 1.2 * blur + 3.0 * washed + 4.0 * clip)))
 
 
 def colour_match(x: np.ndarray, colour: str) -> np.ndarray:
@@ -278,20 +417,24 @@ def text_alignment_score(e: _Edit) -> float:
 
     With ``H`` = mask pixels whose nearest palette colour is the named colour within 70/255:
 
-    - shape prompt (``a red circle``): presence ``p = min(1, |H| / (0.01 H W))``; shape term
-      ``s = exp(-((f - f_shape) / 0.12)^2)`` where f = |H in its 2-98 % quantile box| / box area
-      and f_shape = pi/4 (circle), 1 (square), 1/2 (triangle); ``score = p (0.4 + 0.6 s)``
+    - shape prompt (``a red circle``): presence ``p = min(1, |H| / (0.005 H W))``; shape term
+      ``s = exp(-((f - f_shape) / 0.12)^2)`` where f = |H in B| / area(B), B = the bounding box of
+      the pixels of H with >= 2 other pixels of H among their 8 neighbours, and f_shape =
+      pi/4 (circle), 1 (square), 1/2 (triangle); ``score = p (0.4 + 0.6 s)``
       (``p`` alone when no shape is named);
     - text prompt (``the word "OPEN" in red letters``): the word is rendered with the world's
       bitmap font as a binary template T; ``p = min(1, |H| / (0.5 |T|))``, ``iou`` = the best
-      IoU of T over all placements on H; ``score = p (0.2 + 0.8 min(1, iou / 0.7))``;
+      IoU of T over all placements on H;
+      ``score = p (0.2 + 0.8 clip((iou - 0.6) / 0.35, 0, 1))`` (other words of the vocabulary
+      reach IoU <= 0.74);
     - a prompt naming no colour of the vocabulary cannot be judged: 0.5.
     """
     parsed = parse_prompt(e.prompt)
     colour = parsed["colour"]
     if colour is None:
         return 0.5
-    hits = colour_match(e.x, colour) & e.mask
+    idx, dist = e.palette
+    hits = (idx == _PALETTE_NAMES.index(colour)) & (dist < COLOUR_MATCH_DISTANCE) & e.mask
     n_hits = int(hits.sum())
     h, w = e.mask.shape
     if parsed["word"]:
@@ -300,17 +443,17 @@ def text_alignment_score(e: _Edit) -> float:
         if presence == 0.0:
             return 0.0
         iou = _text_iou(hits, glyphs)
-        return float(presence * (0.2 + 0.8 * min(1.0, iou / 0.7)))
-    presence = min(1.0, n_hits / (0.01 * h * w))
+        return float(presence * (0.2 + 0.8 * np.clip((iou - 0.6) / 0.35, 0.0, 1.0)))
+    presence = min(1.0, n_hits / (0.005 * h * w))
     shape = parsed["shape"]
     if shape is None or n_hits == 0:
         return float(presence)
-    ys, xs = np.nonzero(hits)
-    y0, y1 = np.quantile(ys, [0.02, 0.98])
-    x0, x1 = np.quantile(xs, [0.02, 0.98])
-    y0, y1, x0, x1 = int(np.floor(y0)), int(np.ceil(y1)), int(np.floor(x0)), int(np.ceil(x1))
-    box_area = (y1 - y0 + 1) * (x1 - x0 + 1)
-    inside = int(((ys >= y0) & (ys <= y1) & (xs >= x0) & (xs <= x1)).sum())
+    # Isolated hit pixels (noise that happens to match the colour) do not define the bbox.
+    solid = hits & (_box_sum(hits.astype(np.float32), 1) >= 2.5)
+    ys, xs = np.nonzero(solid if solid.any() else hits)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box_area = (y1 - y0) * (x1 - x0)
+    inside = int(hits[y0:y1, x0:x1].sum())
     fill = inside / max(box_area, 1)
     s = float(np.exp(-(((fill - _SHAPE_FILL[shape]) / 0.12) ** 2)))
     return float(presence * (0.4 + 0.6 * s))
@@ -319,7 +462,7 @@ def text_alignment_score(e: _Edit) -> float:
 def removal_quality_score(e: _Edit) -> float:
     """Is the object gone and the hole filled like its surroundings?
 
-    Colours are quantised to 8 levels per channel; a colour bin is *explained* when the ring
+    Colours are quantised to 16 levels per channel; a colour bin is *explained* when the ring
     ``R = (M dilated by 2b) minus M`` holds >= 1 % of its pixels in that bin or a neighbouring
     bin (+-1 level per channel). Then:
 
@@ -327,43 +470,46 @@ def removal_quality_score(e: _Edit) -> float:
       source (the object); ``u_rel = min(1, u / max(u_src, 0.05))`` (object left in place: 1);
     - ``c`` = share of the source's unexplained mask pixels that the result changed by more than
       0.12 in some channel (the object must differ from the source there);
-    - ``t = |E_M - E_R| / (E_M + E_R + 0.02)``, E = mean(|gx| + |gy|) (a smeared or noisy hole);
+    - ``t = |E_M - E_R| / (E_M + E_R + 0.02)``, E = mean(|gx| + |gy|) over background pixels
+      (shape colours and their rim left out): a smeared or noisy hole;
 
     ``removal_quality = (1 - u_rel) (0.4 + 0.6 c) (1 - 0.5 t)``. Degenerate masks score 0.5.
     """
     m = e.mask
-    ring = _dilate(m, 2 * e.b) & ~m
+    ring = e.grown(2 * e.b) & ~m
     if not m.any() or not ring.any():
         return 0.5
-    levels = 8
+    levels = 16
 
-    def bins(img: np.ndarray) -> np.ndarray:
-        q = np.clip((img * levels).astype(np.int32), 0, levels - 1)
-        return (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
+    def bins(img: np.ndarray) -> np.ndarray:  # uint8 RGB -> bin index of 16 levels per channel
+        q = (img[m] >> 4).astype(np.int32)
+        return (q[:, 0] * levels + q[:, 1]) * levels + q[:, 2]
 
-    bx, bs = bins(e.x), bins(e.s)
-    hist = np.bincount(bx[ring], minlength=levels**3).reshape(levels, levels, levels)
-    present = hist >= max(1.0, 0.01 * ring.sum())
-    padded = np.pad(present, 1)
-    explained = np.zeros_like(present)
-    for dz in range(3):
-        for dy in range(3):
-            for dx in range(3):
-                explained |= padded[dz : dz + levels, dy : dy + levels, dx : dx + levels]
+    ring_q = (e.result_u8[ring] >> 4).astype(np.int32)
+    ring_bins = (ring_q[:, 0] * levels + ring_q[:, 1]) * levels + ring_q[:, 2]
+    hist = np.bincount(ring_bins, minlength=levels**3).reshape(levels, levels, levels)
+    explained = hist >= max(1.0, 0.01 * ring.sum())
+    for axis in range(3):  # grow by one level per channel (separable 3x3x3 dilation)
+        grown = explained.copy()
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        grown[tuple(hi)] |= explained[tuple(lo)]
+        grown[tuple(lo)] |= explained[tuple(hi)]
+        explained = grown
     explained = explained.reshape(-1)
-    unexplained_res = ~explained[bx] & m
-    unexplained_src = ~explained[bs] & m
-    n_mask = m.sum()
-    u = unexplained_res.sum() / n_mask
-    u_src = unexplained_src.sum() / n_mask
+    unexplained_res = ~explained[bins(e.result_u8)]
+    unexplained_src = ~explained[bins(e.source_u8)]
+    u = unexplained_res.mean()
+    u_src = unexplained_src.mean()
     u_rel = min(1.0, float(u) / max(float(u_src), 0.05))
     if unexplained_src.any():
-        changed = (np.abs(e.x - e.s).max(-1) > 0.12) & unexplained_src
+        changed = (np.abs(e.x[m] - e.s[m]).max(-1) > 0.12) & unexplained_src
         c = float(changed.sum() / unexplained_src.sum())
     else:
         c = 1.0
     energy = np.abs(e.gx) + np.abs(e.gy)
-    e_m, e_r = _mean(energy, m), _mean(energy, ring)
+    e_m, e_r = _mean(energy, m & ~e.shape_px), _mean(energy, ring & ~e.shape_px)
     t = abs(e_m - e_r) / (e_m + e_r + 0.02)
     return float(np.clip((1.0 - u_rel) * (0.4 + 0.6 * c) * (1.0 - 0.5 * t), 0.0, 1.0))
 
