@@ -104,13 +104,15 @@ def _iter_data_files(root: Path) -> Iterator[Path]:
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if p.parent == root and name == MANIFEST_NAME:
+            # The manifest holds the hash; metrics.json holds run-dependent figures (timings,
+            # throughput), so neither is part of the content identity.
+            if p.parent == root and name in (MANIFEST_NAME, METRICS_NAME):
                 continue
             yield p
 
 
 def content_hash(root: str | os.PathLike[str]) -> str:
-    """sha256 over (relative path, size, bytes) of every file except the top-level manifest."""
+    """sha256 over (relative path, size, bytes) of every data file (not manifest.json / metrics.json)."""
     root = Path(root)
     h = hashlib.sha256()
     for p in _iter_data_files(root):
