@@ -103,21 +103,23 @@ def build_labeling_config(name: str, n_candidates: int) -> LabelingConfig:
     cols = min(n_candidates, 4)
     lines = [
         "<View>",
+        # No region tools are used: hide the per-image tool panels that would cover the candidates.
+        "  <Style>.lsf-toolbar { display: none; }</Style>",
         '  <Header value="Prompt" size="5"/>',
         f'  <Text name="{PROMPT_KEY}_text" value="${PROMPT_KEY}"/>',
         '  <View style="display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap">',
         '    <View style="flex: 0 0 auto">',
         '      <Header value="Source (edit region in red)" size="6"/>',
-        f'      <Image name="{OVERLAY_KEY}" value="${OVERLAY_KEY}" width="192px" zoom="false"/>',
+        f'      <Image name="{OVERLAY_KEY}" value="${OVERLAY_KEY}" width="176px" zoom="false"/>',
         "    </View>",
-        f'    <View style="display: grid; grid-template-columns: repeat({cols}, 192px); gap: 8px">',
+        f'    <View style="display: grid; grid-template-columns: repeat({cols}, 176px); gap: 12px">',
     ]
     for letter in letters:
         key = candidate_key(letter)
         lines += [
             "      <View>",
             f'        <Header value="{letter}" size="6"/>',
-            f'        <Image name="{key}" value="${key}" width="192px" zoom="false"/>',
+            f'        <Image name="{key}" value="${key}" width="176px" zoom="false"/>',
             "      </View>",
         ]
     lines += ["    </View>", "  </View>"]
