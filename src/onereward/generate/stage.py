@@ -1,0 +1,608 @@
+"""Stage generate_candidates: N randomised mask-guided candidates per item (paper section 4.2).
+
+For every (source, mask, prompt) item of a ``subset`` (or a ``pool`` whose items all have masks)
+a pre-trained base generator produces N candidates while the inference steps, the negative prompt
+(none or a descriptor such as "nsfw", "blurry", "low quality"), the true-CFG scale and the initial
+noise strength are sampled at random, so that candidates differ in quality and annotators can
+pick a best and a worst. Every sampled value and the seed are recorded per candidate.
+
+- Parameters of an item's candidates depend only on ``(seed, item_id)``, never on the shard or
+  on what else runs, so shards, resumed runs and reruns agree.
+- Prompts follow DESIGN.md: the user prompt, or the task's fixed prompt for object_removal and for
+  image_extend without a prompt (:func:`onereward.tasks.effective_prompt`). image_extend items
+  arrive as canvases (source placed in the frame, new area grey) with the new area masked.
+- The result outside the mask equals the source exactly; inside, the generated pixels are pasted
+  back with an optional feather (recorded per candidate).
+- Resumable: the artifact is staged in a fixed folder (``ArtifactWriter(resume=True)``); each
+  finished item leaves a record there, and a rerun with the same parameters skips those items.
+  A rerun on a finished artifact with the same parameters does nothing.
+- ``shard="i/n"`` takes every n-th item (sorted by id) from offset i; each shard writes its own
+  artifact and :func:`merge` joins them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import shutil
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from onereward import tasks
+from onereward.artifacts import ArtifactError, ArtifactWriter, Manifest, read_artifact, write_json_atomic
+from onereward.errors import InputError
+from onereward.generate import DEFAULT_NEGATIVE_PROMPTS, FAMILIES
+from onereward.generate.sampler import CandidateSpec, ItemCondition, Sampler, check_condition, paste_back
+from onereward.imageio import load_mask, load_rgb, save_png
+from onereward.log import Throughput, get_logger
+from onereward.tables import read_table, write_table
+
+log = get_logger("generate")
+
+PROGRESS_DIR = "_progress"  # per-item records inside the staging folder (removed when finished)
+
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("item_id", pa.string()),
+        ("index", pa.int64()),
+        ("image", pa.string()),
+        ("family", pa.string()),
+        ("prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("steps", pa.int64()),
+        ("cfg_scale", pa.float64()),
+        ("strength", pa.float64()),
+        ("seed", pa.int64()),
+        ("guidance", pa.float64()),
+        ("feather", pa.int64()),
+        ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
+        ("meta", pa.string()),
+    ]
+)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        i_s, n_s = str(shard).split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise InputError(f"--shard (shard): expected 'i/n' such as '0/4', got {shard!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"--shard (shard): need 0 <= i < n, got {shard!r}")
+    return i, n
+
+
+def parse_negative_prompts(spec: str) -> list[str]:
+    """``"none;nsfw;blurry"`` -> ``["", "nsfw", "blurry"]`` ("none" or an empty entry = no negative)."""
+    entries = [e.strip() for e in str(spec).split(";")]
+    out = ["" if e.lower() in ("", "none") else e for e in entries]
+    return list(dict.fromkeys(out))
+
+
+def item_rng(seed: int, item_id: str) -> np.random.Generator:
+    """The random stream of one item's candidate parameters (independent of shard and order)."""
+    return np.random.default_rng([int(seed) & 0x7FFFFFFF, zlib.crc32(item_id.encode())])
+
+
+def sample_specs(
+    item_id: str,
+    prompt: str,
+    *,
+    family: str,
+    num_candidates: int,
+    seed: int,
+    min_steps: int,
+    max_steps: int,
+    cfg_min: float,
+    cfg_max: float,
+    strength_min: float,
+    strength_max: float,
+    negative_prompts: Sequence[str],
+    guidance: float,
+) -> list[CandidateSpec]:
+    """Draw the parameters of one item's candidates (steps, CFG, negative prompt, strength, seed).
+
+    Steps are uniform integers in [min_steps, max_steps]; CFG scale and strength uniform in their
+    ranges (rounded to 2 decimals, so the recorded value is the value used); the negative prompt
+    uniform over ``negative_prompts``. For sd_inpaint a strength is raised to the smallest value
+    that still runs one step (``int(steps * strength) >= 1``).
+    """
+    rng = item_rng(seed, item_id)
+    specs = []
+    for index in range(num_candidates):
+        steps = int(rng.integers(min_steps, max_steps + 1))
+        cfg = round(float(rng.uniform(cfg_min, cfg_max)), 2)
+        negative = negative_prompts[int(rng.integers(len(negative_prompts)))]
+        strength = round(float(rng.uniform(strength_min, strength_max)), 2)
+        cand_seed = int(rng.integers(0, 2**31 - 1))
+        if family == "sd_inpaint" and int(steps * strength) < 1:
+            strength = math.ceil(100 / steps) / 100
+        specs.append(
+            CandidateSpec(
+                item_id=item_id,
+                index=index,
+                prompt=prompt,
+                negative_prompt=negative,
+                steps=steps,
+                cfg_scale=cfg,
+                strength=min(strength, 1.0),
+                seed=cand_seed,
+                guidance=float(guidance) if family == "flux_fill" else 0.0,
+            )
+        )
+    return specs
+
+
+def _check_ranges(p: dict[str, Any]) -> None:
+    def bad(name: str, expect: str) -> InputError:
+        return InputError(f"--{name.replace('_', '-')} ({name}): {expect}, got {p[name]!r}")
+
+    if p["family"] not in FAMILIES:
+        raise bad("family", f"expected one of {', '.join(FAMILIES)}")
+    if not isinstance(p["num_candidates"], int) or p["num_candidates"] < 1:
+        raise bad("num_candidates", "expected an integer >= 1")
+    if not 1 <= p["min_steps"] <= p["max_steps"]:
+        raise bad("min_steps", f"need 1 <= min_steps <= max_steps (max_steps={p['max_steps']})")
+    if not 1.0 <= p["cfg_min"] <= p["cfg_max"]:
+        raise bad("cfg_min", f"need 1 <= cfg_min <= cfg_max (cfg_max={p['cfg_max']})")
+    if not 0.0 < p["strength_min"] <= p["strength_max"] <= 1.0:
+        raise bad(
+            "strength_min", f"need 0 < strength_min <= strength_max <= 1 (strength_max={p['strength_max']})"
+        )
+    if p["feather"] < 0:
+        raise bad("feather", "expected an integer >= 0")
+    if p["batch_size"] < 1:
+        raise bad("batch_size", "expected an integer >= 1")
+    if p["guidance"] < 0:
+        raise bad("guidance", "expected a number >= 0")
+
+
+def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
+    manifest = read_artifact(subset, kind=("subset", "pool"), what="--subset")
+    root = Path(subset)
+    rows = read_table(
+        root / "items.parquet",
+        required=("item_id", "task", "image", "mask", "prompt"),
+        what="--subset items.parquet",
+    )
+    seen: set[str] = set()
+    for row in rows:
+        iid = row["item_id"]
+        where = f"--subset items.parquet item {iid!r}"
+        if iid in seen:
+            raise InputError(f"{where}: duplicate item_id")
+        seen.add(iid)
+        tasks.check_task(row["task"], where=f"{where} field 'task'")
+        if not row.get("mask"):
+            raise InputError(
+                f"{where}: field 'mask' is null; generate_candidates needs a mask for every item "
+                "(select_subset makes masks for pools that lack them)"
+            )
+        for col in ("image", "mask"):
+            if not (root / row[col]).is_file():
+                raise InputError(f"{where}: field '{col}' names {row[col]!r}, which is not a file in {root}")
+    return manifest, root, rows
+
+
+def _load_condition(root: Path, row: dict[str, Any]) -> ItemCondition:
+    item = ItemCondition(row["item_id"], load_rgb(root / row["image"]), load_mask(root / row["mask"]))
+    check_condition(item, where="--subset item")
+    return item
+
+
+def _fingerprint(params: dict[str, Any], source: Manifest) -> str:
+    blob = json.dumps({"params": params, "input": source.content_hash}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def make_sampler(
+    family: str, model_dir: str, *, dtype: str, device: str, batch_size: int, max_sequence_length: int
+):
+    """Load a generator folder and wrap it in its family's batched sampler."""
+    if family == "flux_fill":
+        from onereward.generate.flux_sampler import FluxFillSampler
+        from onereward.models import flux_fill
+
+        pipe = flux_fill.load(model_dir, dtype=dtype, device=device)
+        return FluxFillSampler(pipe, max_sequence_length=max_sequence_length, batch_size=batch_size)
+    from onereward.generate.sd_sampler import SDInpaintSampler
+    from onereward.models import sd_inpaint
+
+    pipe = sd_inpaint.load(model_dir, dtype=dtype, device=device)
+    return SDInpaintSampler(pipe, batch_size=batch_size)
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(
+    subset: str,
+    out: str,
+    *,
+    profile: str = "tiny",
+    zoo: str | None = None,
+    family: str = "flux_fill",
+    num_candidates: int | None = None,
+    shard: str = "0/1",
+    seed: int = 0,
+    min_steps: int | None = None,
+    max_steps: int | None = None,
+    cfg_min: float = 2.0,
+    cfg_max: float = 6.0,
+    strength_min: float = 0.6,
+    strength_max: float = 1.0,
+    negative_prompts: str = DEFAULT_NEGATIVE_PROMPTS,
+    guidance: float = 1.0,
+    feather: int = 0,
+    batch_size: int | None = None,
+    device: str = "auto",
+    report_items: int = 24,
+) -> dict[str, Any]:
+    """Generate ``num_candidates`` candidates per item of ``subset`` into the ``candidates`` artifact ``out``.
+
+    Args:
+        subset: a ``subset`` artifact, or a ``pool`` artifact whose items all have masks.
+        out: output artifact directory (staged beside it in ``.<name>.partial`` while running).
+        profile: profile name or YAML path; gives the generator folders and ``generate`` settings.
+        zoo: tiny-zoo artifact dir for ``zoo:`` references (None: the cached zoo of the profile).
+        family: ``flux_fill`` (profile model ``generator``) or ``sd_inpaint`` (``generator_sd``).
+        num_candidates: candidates per item (None: ``profile.generate.num_candidates``, default 4).
+        shard: ``"i/n"``: generate only items at positions ``i, i+n, ...`` of the id-sorted list.
+        seed: root seed; an item's parameters and noise depend on ``(seed, item_id)`` only.
+        min_steps, max_steps: inference-step range (None: the profile's).
+        cfg_min, cfg_max: true-CFG scale range (>= 1; 1 means no negative pass).
+        strength_min, strength_max: initial noise strength range in (0, 1]; below 1 the sampler
+            starts from the noised source and runs fewer steps.
+        negative_prompts: ``;``-separated choices, ``none`` = no negative prompt.
+        guidance: flux distilled-guidance input (OneReward uses 1 with true CFG); 0 for sd_inpaint.
+        feather: paste-back feather radius in pixels inside the mask (0 = hard paste).
+        batch_size: candidates per generator batch (None: the profile's).
+        device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1`` ...
+        report_items: items shown in report.html.
+
+    Returns the metrics dict (``n_items``, ``n_candidates``, ``images_per_second`` and the realised
+    parameter ranges), also written to ``metrics.json``.
+    """
+    from onereward.profile import load_profile
+    from onereward.zoo import zoo_dir_for
+
+    prof = load_profile(profile)
+    gen_settings = prof.generate
+    shard_i, shard_n = parse_shard(shard)
+    negatives = parse_negative_prompts(negative_prompts)
+    params: dict[str, Any] = {
+        "profile": prof.name,
+        "profile_sha": prof.sha,
+        "family": family,
+        "num_candidates": gen_settings.num_candidates if num_candidates is None else num_candidates,
+        "shard": f"{shard_i}/{shard_n}",
+        "seed": int(seed),
+        "min_steps": gen_settings.min_steps if min_steps is None else min_steps,
+        "max_steps": gen_settings.max_steps if max_steps is None else max_steps,
+        "cfg_min": float(cfg_min),
+        "cfg_max": float(cfg_max),
+        "strength_min": float(strength_min),
+        "strength_max": float(strength_max),
+        "negative_prompts": negatives,
+        "guidance": float(guidance),
+        "feather": int(feather),
+        "batch_size": gen_settings.batch_size if batch_size is None else batch_size,
+        "max_sequence_length": gen_settings.max_sequence_length,
+        "dtype": gen_settings.dtype,
+    }
+    _check_ranges(params)
+    source, root, rows = _read_items(subset)
+    rows = sorted(rows, key=lambda r: r["item_id"])[shard_i::shard_n]
+    fingerprint = _fingerprint(params, source)
+    params["fingerprint"] = fingerprint
+
+    out_path = Path(out)
+    if (out_path / "manifest.json").is_file():
+        try:
+            done = read_artifact(out_path, kind="candidates", what="--out")
+            if done.parameters.get("fingerprint") == fingerprint:
+                log.info("%s is already complete for these parameters; nothing to do", out_path)
+                return done.metrics()
+        except ArtifactError as e:
+            log.warning("regenerating %s: %s", out_path, e)
+
+    key = "generator" if family == "flux_fill" else "generator_sd"
+    all_specs = {
+        row["item_id"]: sample_specs(
+            row["item_id"],
+            tasks.effective_prompt(row["task"], row["prompt"]),
+            family=family,
+            num_candidates=params["num_candidates"],
+            seed=params["seed"],
+            min_steps=params["min_steps"],
+            max_steps=params["max_steps"],
+            cfg_min=params["cfg_min"],
+            cfg_max=params["cfg_max"],
+            strength_min=params["strength_min"],
+            strength_max=params["strength_max"],
+            negative_prompts=negatives,
+            guidance=params["guidance"],
+        )
+        for row in rows
+    }
+    # Pixel checks before anything is generated: a bad mask stops the stage before any work.
+    for row in rows:
+        _load_condition(root, row)
+
+    with ArtifactWriter(
+        out, kind="candidates", stage="generate_candidates", parameters=params, inputs=[source], resume=True
+    ) as art:
+        progress = art.path / PROGRESS_DIR
+        stamp = progress / "params.json"
+        if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+            log.warning("staging folder %s holds a run with other parameters; starting over", art.path)
+            for child in art.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        write_json_atomic(stamp, {"fingerprint": fingerprint})
+        finished = {
+            row["item_id"]
+            for row in rows
+            if (progress / f"{row['item_id']}.json").is_file()
+            and all(
+                (art.path / _candidate_path(row["item_id"], k)).is_file()
+                for k in range(params["num_candidates"])
+            )
+        }
+        todo = [row for row in rows if row["item_id"] not in finished]
+        log.info(
+            "generate_candidates: %d items (%d resumed, %d to generate), %d candidates each, family %s",
+            len(rows),
+            len(finished),
+            len(todo),
+            params["num_candidates"],
+            family,
+        )
+        for row in rows:
+            _copy_item_files(root, art.path, row)
+        gen_seconds, n_generated, n_text_encodings = 0.0, 0, 0
+        if todo:
+            model_dir = prof.resolve_model(key, zoo_dir_for(prof, zoo))
+            with art.timer("load_model_s"):
+                sampler = make_sampler(
+                    family,
+                    model_dir,
+                    dtype=params["dtype"],
+                    device=_resolve_device(device),
+                    batch_size=params["batch_size"],
+                    max_sequence_length=params["max_sequence_length"],
+                )
+            with art.timer("generate_s"), Throughput("candidates") as tp:
+                _generate(sampler, root, art.path, todo, all_specs, params, tp)
+            gen_seconds, n_generated = tp.elapsed, tp.count
+            n_text_encodings = sampler.text.n_encoded
+            log.info("generate_candidates: %s", tp)
+        cand_rows: list[dict[str, Any]] = []
+        for row in rows:
+            cand_rows.extend(json.loads((progress / f"{row['item_id']}.json").read_text()))
+        write_table(art.path / "items.parquet", rows)
+        write_table(art.path / "candidates.parquet", cand_rows, schema=CANDIDATES_SCHEMA)
+        metrics = candidate_metrics(cand_rows, n_items=len(rows))
+        metrics.update(
+            {
+                "family": family,
+                "n_generated": n_generated,
+                "n_items_resumed": len(finished),
+                "generate_seconds": round(gen_seconds, 3),
+                "images_per_second": round(n_generated / gen_seconds, 3) if gen_seconds > 0 else 0.0,
+                "n_text_encodings": n_text_encodings,
+            }
+        )
+        art.counts.update({"n_items": len(rows), "n_candidates": len(cand_rows)})
+        art.metrics.update(metrics)
+        write_report(art.path, rows, cand_rows, metrics, max_items=report_items)
+        shutil.rmtree(progress)
+    return metrics
+
+
+def _candidate_path(item_id: str, index: int) -> str:
+    return f"candidates/{item_id}/{index}.png"
+
+
+def _copy_item_files(src_root: Path, dst_root: Path, row: dict[str, Any]) -> None:
+    for col in ("image", "mask", "target"):
+        rel = row.get(col)
+        if rel and (src_root / rel).is_file() and not (dst_root / rel).is_file():
+            (dst_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src_root / rel, dst_root / rel)
+
+
+def _generate(
+    sampler: Sampler,
+    root: Path,
+    staging: Path,
+    todo: list[dict[str, Any]],
+    all_specs: dict[str, list[CandidateSpec]],
+    params: dict[str, Any],
+    tp: Throughput,
+) -> None:
+    """Generate ``todo`` in chunks of items; each finished item is recorded before the next chunk."""
+    n = params["num_candidates"]
+    # Enough items per chunk that candidates of equal step count fill batches across items.
+    chunk_items = max(1, (4 * sampler.batch_size) // n)
+    bar = tqdm(total=len(todo) * n, desc=f"candidates ({sampler.family})", unit="img", disable=len(todo) < 4)
+    for start in range(0, len(todo), chunk_items):
+        chunk = todo[start : start + chunk_items]
+        items = {row["item_id"]: _load_condition(root, row) for row in chunk}
+        specs = [s for row in chunk for s in all_specs[row["item_id"]]]
+        images = sampler.sample(items, specs)
+        by_item: dict[str, list[dict[str, Any]]] = {}
+        for spec, image in zip(specs, images, strict=True):
+            item = items[spec.item_id]
+            result = paste_back(item.image, image, item.mask, params["feather"])
+            rel = _candidate_path(spec.item_id, spec.index)
+            save_png(staging / rel, result)
+            by_item.setdefault(spec.item_id, []).append(_candidate_row(spec, rel, sampler, params))
+        for iid, cand in by_item.items():  # the record marks the item finished (written last)
+            write_json_atomic(staging / PROGRESS_DIR / f"{iid}.json", cand)
+        tp.add(len(specs))
+        bar.update(len(specs))
+    bar.close()
+
+
+def _candidate_row(spec: CandidateSpec, rel: str, sampler: Sampler, params: dict[str, Any]) -> dict[str, Any]:
+    row = asdict(spec)
+    row.update(
+        candidate_id=spec.candidate_id,
+        image=rel,
+        family=sampler.family,
+        feather=params["feather"],
+        executed_steps=sampler.executed_steps(spec.steps, spec.strength),
+        meta=json.dumps({"max_sequence_length": params["max_sequence_length"], "dtype": params["dtype"]}),
+    )
+    return {f.name: row[f.name] for f in CANDIDATES_SCHEMA}
+
+
+def candidate_metrics(cand_rows: list[dict[str, Any]], *, n_items: int) -> dict[str, Any]:
+    """Counts and realised parameter ranges of a candidates table."""
+    m: dict[str, Any] = {"n_items": n_items, "n_candidates": len(cand_rows)}
+    for col in ("steps", "executed_steps", "cfg_scale", "strength", "guidance"):
+        vals = [r[col] for r in cand_rows]
+        m[f"{col}_min"] = min(vals) if vals else None
+        m[f"{col}_max"] = max(vals) if vals else None
+        m[f"{col}_mean"] = round(float(np.mean(vals)), 4) if vals else None
+    negatives = Counter(r["negative_prompt"] or "none" for r in cand_rows)
+    m["negative_prompt_counts"] = dict(sorted(negatives.items()))
+    m["n_distinct_negative_prompts"] = len(negatives)
+    return m
+
+
+def write_report(
+    root: Path,
+    rows: list[dict[str, Any]],
+    cand_rows: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    max_items: int,
+) -> None:
+    """report.html: summary, parameter histograms and a grid source | mask | candidates (+ parameters)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from onereward.report import figure_data_uri, html_table, img_tag, png_data_uri, write_html_report
+
+    summary = html_table(
+        ["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, dict)]
+    ) + html_table(["negative prompt", "candidates"], list(metrics.get("negative_prompt_counts", {}).items()))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.6))
+    for ax, col in zip(axes, ("steps", "cfg_scale", "strength", "executed_steps"), strict=True):
+        ax.hist([r[col] for r in cand_rows], bins=12, color="#4a7")
+        ax.set_title(col)
+    hist = img_tag(figure_data_uri(fig), "sampled parameters")
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for c in cand_rows:
+        by_item.setdefault(c["item_id"], []).append(c)
+    n_cand = max((len(v) for v in by_item.values()), default=0)
+    grid = []
+    for row in rows[:max_items]:
+        cells = [
+            f"<div>{html.escape(row['item_id'])}<br><span class='small'>{html.escape(row['task'])}<br>"
+            f"{html.escape(row['prompt'] or '(no prompt)')}</span></div>",
+            img_tag(png_data_uri(root / row["image"], 128), "source"),
+            img_tag(png_data_uri(root / row["mask"], 128), "mask"),
+        ]
+        for c in sorted(by_item.get(row["item_id"], []), key=lambda c: c["index"]):
+            caption = (
+                f"steps {c['steps']} (ran {c['executed_steps']}) | cfg {c['cfg_scale']:g} | "
+                f"strength {c['strength']:g}<br>neg: {html.escape(c['negative_prompt'] or 'none')} | seed {c['seed']}"
+            )
+            cells.append(
+                f"<div>{img_tag(png_data_uri(root / c['image'], 128))}<br><span class='small'>{caption}</span></div>"
+            )
+        grid.append(cells)
+    header = ["item", "source", "mask"] + [chr(ord("A") + k) if k < 26 else str(k) for k in range(n_cand)]
+    write_html_report(
+        root / "report.html",
+        "generate_candidates",
+        [
+            ("Summary", summary),
+            ("Sampled parameters", hist),
+            (
+                f"Candidates (first {min(len(rows), max_items)} of {len(rows)} items)",
+                html_table(header, grid),
+            ),
+        ],
+    )
+
+
+def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
+    """Merge the candidates artifacts of shards (``--shard i/n`` runs) into one artifact ``out``.
+
+    The shards must come from the same input and parameters (apart from the shard) and hold
+    disjoint items; the merged metrics sum the counts and the shards' throughputs (they ran in
+    parallel).
+    """
+    if not shard_dirs:
+        raise InputError("--shards (shard_dirs): expected at least one candidates artifact")
+    manifests = [read_artifact(d, kind="candidates", what=f"--shards {d}") for d in shard_dirs]
+    ref_params = {k: v for k, v in manifests[0].parameters.items() if k not in ("shard", "fingerprint")}
+    for d, m in zip(shard_dirs, manifests, strict=True):
+        p = {k: v for k, v in m.parameters.items() if k not in ("shard", "fingerprint")}
+        if p != ref_params or m.inputs != manifests[0].inputs:
+            raise InputError(f"--shards {d}: parameters or input differ from {shard_dirs[0]}; cannot merge")
+    rows: list[dict[str, Any]] = []
+    cands: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    params = dict(ref_params, shards=[m.parameters.get("shard") for m in manifests])
+    with ArtifactWriter(
+        out, kind="candidates", stage="generate_candidates_merge", parameters=params, inputs=manifests
+    ) as art:
+        for d in shard_dirs:
+            root = Path(d)
+            shard_rows = read_table(
+                root / "items.parquet", required=("item_id",), what=f"--shards {d} items.parquet"
+            )
+            dup = seen.intersection(r["item_id"] for r in shard_rows)
+            if dup:
+                raise InputError(f"--shards {d}: item(s) {sorted(dup)[:5]} also appear in another shard")
+            seen.update(r["item_id"] for r in shard_rows)
+            rows.extend(shard_rows)
+            shard_cands = read_table(root / "candidates.parquet", what=f"--shards {d} candidates.parquet")
+            cands.extend(shard_cands)
+            for row in shard_rows:
+                _copy_item_files(root, art.path, row)
+            for c in shard_cands:
+                (art.path / c["image"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / c["image"], art.path / c["image"])
+        rows.sort(key=lambda r: r["item_id"])
+        cands.sort(key=lambda c: (c["item_id"], c["index"]))
+        write_table(art.path / "items.parquet", rows)
+        write_table(art.path / "candidates.parquet", cands, schema=CANDIDATES_SCHEMA)
+        shard_metrics = [m.metrics() for m in manifests]
+        metrics = candidate_metrics(cands, n_items=len(rows))
+        metrics.update(
+            {
+                "family": ref_params.get("family"),
+                "n_shards": len(manifests),
+                "n_generated": sum(int(s.get("n_generated", 0)) for s in shard_metrics),
+                "images_per_second": round(
+                    sum(float(s.get("images_per_second", 0.0)) for s in shard_metrics), 3
+                ),
+            }
+        )
+        art.counts.update({"n_items": len(rows), "n_candidates": len(cands)})
+        art.metrics.update(metrics)
+        write_report(art.path, rows, cands, metrics, max_items=24)
+    return metrics

@@ -1,0 +1,176 @@
+"""Generator model families: offline tokenizers, tiny FLUX-Fill / SD-inpainting builds, our samplers
+against the diffusers pipelines, and the FLUX.1-Fill-dev real-shape check."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from onereward.generate.flux_sampler import FluxFillSampler, predict_x0
+from onereward.generate.sampler import CandidateSpec, ItemCondition
+from onereward.generate.sd_sampler import SDInpaintSampler
+from onereward.models import flux_fill, sd_inpaint, text_tokenizers
+
+
+@pytest.fixture(scope="module")
+def flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("flux") / "flux_fill"
+    flux_fill.build_tiny(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sd") / "sd_inpaint"
+    sd_inpaint.build_tiny(out, seed=0)
+    return out
+
+
+def _item(size: int = 64, seed: int = 0) -> ItemCondition:
+    rng = np.random.default_rng(seed)
+    image = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((size, size), bool)
+    mask[size // 4 : 3 * size // 4, size // 8 : size // 2] = True
+    return ItemCondition("it", image, mask)
+
+
+def test_clip_tokenizer_known_words_are_single_tokens_and_unknown_text_still_tokenizes(
+    tmp_path: Path,
+) -> None:
+    tok = text_tokenizers.build_clip_tokenizer()
+    assert tok.tokenize("remove the specified object") == [
+        "remove</w>",
+        "the</w>",
+        "specified</w>",
+        "object</w>",
+    ]
+    ids = tok("Zqx!").input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 3
+    assert tok.unk_token_id not in ids[1:-1]
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("a blurry red circle").input_ids == tok("a blurry red circle").input_ids
+    assert text_tokenizers.build_clip_tokenizer().get_vocab() == tok.get_vocab()  # deterministic
+
+
+def test_t5_tokenizer_has_no_unknowns_for_ascii_and_prefers_whole_words() -> None:
+    tok = text_tokenizers.build_t5_tokenizer()
+    assert tok.tokenize("low quality") == ["\u2581low", "\u2581quality"]
+    ids = tok('the word "EXIT" in red letters, 42%').input_ids
+    assert tok.unk_token_id not in ids and ids[-1] == tok.eos_token_id
+
+
+def test_tiny_flux_build_is_seeded_and_has_fill_channel_arithmetic(flux_dir: Path) -> None:
+    pipe = flux_fill.load(flux_dir)
+    cfg = pipe.transformer.config
+    c, f = pipe.vae.config.latent_channels, pipe.vae_scale_factor
+    assert cfg.in_channels == flux_fill.fill_in_channels(c, f) == 8 * c + 4 * f * f == 288
+    assert cfg.out_channels == 4 * c
+    assert cfg.joint_attention_dim == pipe.text_encoder_2.config.d_model
+    assert cfg.pooled_projection_dim == pipe.text_encoder.config.hidden_size
+    assert sum(cfg.axes_dims_rope) == cfg.attention_head_dim
+    assert list((flux_dir / "transformer").glob("*.safetensors"))
+    same = flux_fill.tiny_components(seed=0)["transformer"].state_dict()
+    other = flux_fill.tiny_components(seed=1)["transformer"].state_dict()
+    loaded = pipe.transformer.state_dict()
+    assert all(torch.equal(loaded[k], same[k]) for k in loaded)
+    assert not all(torch.equal(loaded[k], other[k]) for k in loaded)
+
+
+def test_flux_sampler_matches_diffusers_pipeline_without_cfg(flux_dir: Path) -> None:
+    """With cfg 1 (no negative pass) our batched loop reproduces FluxFillPipeline per candidate."""
+    pipe = flux_fill.load(flux_dir)
+    item = _item()
+    specs = [
+        CandidateSpec("it", 0, "a red circle", "", 4, 1.0, 1.0, 11, 1.0),
+        CandidateSpec("it", 1, "a red circle", "", 6, 1.0, 0.6, 12, 3.5),
+        CandidateSpec("it", 2, "a blue square", "", 4, 1.0, 1.0, 13, 1.0),
+    ]
+    sampler = FluxFillSampler(pipe, max_sequence_length=32, batch_size=8)
+    ours = sampler.sample({"it": item}, specs)
+    assert sampler.text.n_encoded == 2  # two distinct prompts, each encoded once
+    for spec, image in zip(specs, ours, strict=True):
+        ref = pipe(
+            prompt=spec.prompt,
+            image=Image.fromarray(item.image),
+            mask_image=Image.fromarray(item.mask.astype(np.uint8) * 255),
+            height=64,
+            width=64,
+            num_inference_steps=spec.steps,
+            strength=spec.strength,
+            guidance_scale=spec.guidance,
+            max_sequence_length=32,
+            generator=torch.Generator().manual_seed(spec.seed),
+        ).images[0]
+        assert np.abs(np.asarray(ref).astype(int) - image.astype(int)).max() <= 2
+
+
+def test_sd_sampler_matches_diffusers_pipeline_with_cfg_and_negatives(sd_dir: Path) -> None:
+    pipe = sd_inpaint.load(sd_dir)
+    item = _item(seed=1)
+    specs = [
+        CandidateSpec("it", 0, "a red circle", "blurry", 4, 3.0, 1.0, 5),
+        CandidateSpec("it", 1, "a red circle", "", 8, 5.0, 0.5, 6),
+        CandidateSpec("it", 2, "a red circle", "nsfw", 4, 1.0, 1.0, 7),
+    ]
+    ours = SDInpaintSampler(pipe, batch_size=8).sample({"it": item}, specs)
+    for spec, image in zip(specs, ours, strict=True):
+        ref = pipe(
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt or None,
+            image=Image.fromarray(item.image),
+            mask_image=Image.fromarray(item.mask.astype(np.uint8) * 255),
+            height=64,
+            width=64,
+            num_inference_steps=spec.steps,
+            strength=spec.strength,
+            guidance_scale=spec.cfg_scale,
+            generator=torch.Generator().manual_seed(spec.seed),
+        ).images[0]
+        assert np.abs(np.asarray(ref).astype(int) - image.astype(int)).max() <= 2
+
+
+def test_flux_published_configs_have_real_channel_counts() -> None:
+    t = flux_fill.published_config("transformer")
+    vae = flux_fill.published_config("vae")
+    assert vae["latent_channels"] == 16 and len(vae["block_out_channels"]) == 4
+    assert t["in_channels"] == flux_fill.fill_in_channels(16, 8) == 384 and t["out_channels"] == 64
+    assert t["joint_attention_dim"] == flux_fill.published_config("text_encoder_2")["d_model"] == 4096
+    assert t["pooled_projection_dim"] == flux_fill.published_config("text_encoder")["hidden_size"] == 768
+    assert sum(t["axes_dims_rope"]) == t["attention_head_dim"] == 128
+
+
+def test_real_shape_flux_fill_runs_through_our_sampler() -> None:
+    """FLUX.1-Fill-dev's published widths and channels (16 latent channels, 384 fill inputs, T5-XXL
+    width 4096, CLIP-L width 768, the real VAE), depth cut to one double + one single block, one
+    CLIP and one T5 layer; random bf16 weights. Only the T5 vocabulary is shrunk (32128 -> 1024
+    rows, a plain embedding table of 0.13B parameters) to keep the build fast; every width is
+    real. Runs prepare -> velocity (true CFG with a negative) -> Euler step -> x0 -> VAE decode.
+    """
+    comps = flux_fill.real_shape_components(dtype=torch.bfloat16, t5_vocab_size=1024)
+    pipe = flux_fill.pipeline_from_components(comps)
+    assert pipe.transformer.config.in_channels == 384 and pipe.vae.config.latent_channels == 16
+    sampler = FluxFillSampler(pipe, max_sequence_length=16, batch_size=2)
+    item = _item(size=32)
+    specs = [
+        CandidateSpec("it", 0, "a red circle", "blurry", 2, 4.0, 1.0, 1, 1.0),
+        CandidateSpec("it", 1, "a red circle", "", 2, 1.0, 1.0, 2, 1.0),
+    ]
+    with torch.no_grad():
+        batch = sampler.prepare({"it": item}, specs)
+        assert batch.latents.shape == (2, 4, 64)  # 32 px -> 4x4 latents -> 2x2 packed tokens of 4*16
+        assert batch.condition.shape == (2, 4, 384 - 64)
+        v = sampler.velocity(batch, batch.latents, 0)
+        assert v.shape == batch.latents.shape
+        latents = sampler.euler_step(batch, batch.latents, v, 0)
+        x0 = predict_x0(latents, sampler.velocity(batch, latents, 1), batch.sigmas[:, 1])
+        image = sampler.decode(batch, x0)
+    assert image.shape == (2, 3, 32, 32) and torch.isfinite(image.float()).all()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 < 8  # peak RSS in GiB
