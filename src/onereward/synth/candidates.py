@@ -194,15 +194,16 @@ def _break_background(rng: np.random.Generator, background: dict[str, Any]) -> d
     """The same background colours with a different geometry (orientation, phase or cell)."""
     bg = dict(background)
     if bg["kind"] == "stripes":
-        if rng.random() < 0.5:
-            bg["orientation"] = _other(rng, ("horizontal", "vertical", "diagonal"), bg["orientation"])
-        else:
-            bg["phase"] = int(bg["phase"] + bg["period"] // 2)  # stripes shifted by half a period
+        # A new direction and a quarter period of misalignment: visible whatever the mask's edges
+        # are (half a period would only swap the two colours, leaving every edge in place).
+        bg["orientation"] = _other(rng, ("horizontal", "vertical", "diagonal"), bg["orientation"])
+        bg["phase"] = int(bg["phase"] + max(1, bg["period"] // 4))
     elif bg["kind"] == "gradient":
         bg["direction"] = _other(rng, ("horizontal", "vertical", "diagonal"), bg["direction"])
         bg["colours"] = list(reversed(bg["colours"]))
     elif bg["kind"] == "checker":
         bg["cell"] = int(bg["cell"] + max(2, bg["cell"] // 2))
+        bg["offset"] = int(bg["cell"] // 2)
     return bg
 
 
@@ -304,7 +305,12 @@ def _apply_pixel(
     if name == "seam":
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction) + 1e-9
-        shift = direction * (25 + 55 * severity)
+        shift = direction * (20 + 40 * severity)
+        # A seam is a colour shift, not clipping: shrink the shift to the channels' headroom.
+        inside = image[mask]
+        headroom = np.where(shift > 0, 254.0 - inside.max(0), inside.min(0) - 1.0)
+        scale = float(np.clip(np.min(np.maximum(headroom, 0.0) / np.maximum(np.abs(shift), 1e-6)), 0.4, 1.0))
+        shift = shift * scale
         return image + shift, [round(float(v), 1) for v in shift]
     if name == "washed_out":
         alpha = 0.3 + 0.45 * severity

@@ -174,8 +174,9 @@ class _Edit:
     def context_match(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Background colours of the In band matched to the nearest colour of the context ring.
 
-        Returns (unique In colours U x 3 in [0, 1], their pixel counts, the nearest context colour
-        of each U x 3, the distance ||.||_2 / sqrt(3)). Colours are quantised to 64 levels.
+        Returns (unique In colours U x 3 in [0, 1], their pixel counts, the context colours V x 3,
+        the distance ||.||_2 / sqrt(3) of each In colour to its nearest context colour). Colours
+        are quantised to 64 levels.
         """
         if self._context is None:
             ring = self.grown(self.r_ctx) & ~self.mask
@@ -187,12 +188,11 @@ class _Edit:
             )
             a, c = _keys_to_rgb(keys), _keys_to_rgb(ctx)
             if a.size == 0 or c.size == 0:
-                self._context = (a, counts, a, np.zeros(len(a), dtype=np.float32))
+                self._context = (a, counts, c, np.zeros(len(a), dtype=np.float32))
             else:
                 d2 = (a * a).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * a @ c.T
-                j = d2.argmin(1)
-                dist = np.sqrt(np.maximum(d2[np.arange(len(a)), j], 0.0)) / np.sqrt(3.0)
-                self._context = (a, counts, c[j], dist)
+                dist = np.sqrt(np.maximum(d2.min(1), 0.0)) / np.sqrt(3.0)
+                self._context = (a, counts, c, dist)
         return self._context
 
     @property
@@ -251,54 +251,93 @@ def consistency_score(e: _Edit) -> float:
 def structure_score(e: _Edit) -> float:
     """Geometric coherence across the boundary: edges and stripes continue, contours stay intact.
 
+    Gradients here are per RGB channel (an edge between two colours of equal luminance counts);
+    ``|.|`` sums the channels.
+
     - continuation error ``e_c``: for pixel pairs (p, q) adjacent across the boundary, the
       gradient *along* the boundary at p and near q should agree (a stripe or a shape contour
       crossing the boundary has the same tangential gradient on both sides):
       ``e_c = sum min_{k=-1,0,1} |t_p - t_{q+k}| / (sum |t_p| + sum |t_q| + 0.01 n)``, symmetrised
-      over (p, q) and (q, p), over the n pairs; t = gy for horizontal neighbours (k shifts rows)
-      and t = gx for vertical neighbours (k shifts columns);
-    - orientation error ``e_o``: structure tensors ``J_S = mean_S([gx^2, gx gy, gy^2])`` of the
+      over (p, q) and (q, p), over the n pairs; t = the absolute RGB forward difference along y
+      for horizontal neighbours (k shifts rows) and along x for vertical neighbours (k shifts
+      columns); absolute, because at a checker corner an edge continues with the opposite sign;
+    - orientation error ``e_o``: colour structure tensors
+      ``J_S = mean_S([Gx.Gx, Gx.Gy, Gy.Gy])`` (dot products over the channels) of the
       background within r = min(H, W) / 4 of the boundary inside (``W_in``) and outside (``W_out``),
-      shape-coloured pixels and their rim left out;
-      ``e_o = ||J_in - J_out|| / (||J_in|| + ||J_out|| + 1e-4)`` (stripe direction and density must
-      match; a flat fill next to stripes gives 1);
+      with ``Gx, Gy`` RGB differences over k = 2b pixels (both ends on one side of the
+      boundary and off shape-coloured pixels and their rim; means over those pairs only), so
+      that slow gradients count;
+      ``e_o = ||J_in - J_out|| / (||J_in|| + ||J_out|| + 1e-5)`` (stripe direction and density and
+      the direction of a gradient must match; a flat fill next to stripes gives 1);
 
     ``structure = 1 - 0.6 e_c - 0.4 e_o``, clipped to [0, 1]. Colour shifts leave both terms
-    unchanged (gradients are taken within one side of the boundary). Degenerate masks score 0.5.
+    unchanged (gradients are taken within one side of the boundary); so does swapping the two
+    colours of a stripe pattern (every edge stays in place, as at a checker corner). Degenerate
+    masks score 0.5.
     """
     if e.degenerate:
         return 0.5
+    e_c, e_o = _structure_terms(e)
+    return float(np.clip(1.0 - 0.6 * e_c - 0.4 * e_o, 0.0, 1.0))
+
+
+def _structure_terms(e: _Edit) -> tuple[float, float]:
+    """(continuation error, orientation error) of :func:`structure_score`."""
     m = e.mask
+    x = e.x
+    # Per-channel forward differences within one side of the boundary (colour edges of equal
+    # luminance count too).
+    gx = np.zeros_like(x)
+    gy = np.zeros_like(x)
+    gx[:, :-1] = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] == m[:, :-1])[..., None]
+    gy[:-1, :] = (x[1:, :] - x[:-1, :]) * (m[1:, :] == m[:-1, :])[..., None]
     num = 0.0
     den = 0.0
     n = 0
     # Horizontal neighbours across a vertical boundary: the tangential gradient is gy; an edge may
     # step by one pixel from p to q (diagonal stripes), so q's gradient is taken at +-1 too.
-    gy_near = np.stack([e.gy, np.roll(e.gy, 1, axis=0), np.roll(e.gy, -1, axis=0)])
-    gx_near = np.stack([e.gx, np.roll(e.gx, 1, axis=1), np.roll(e.gx, -1, axis=1)])
+    # Magnitudes: at a checker corner on the boundary the edge continues with the opposite sign.
+    ax, ay = np.abs(gx), np.abs(gy)
+    gy_near = np.stack([ay, np.roll(ay, 1, axis=0), np.roll(ay, -1, axis=0)])
+    gx_near = np.stack([ax, np.roll(ax, 1, axis=1), np.roll(ax, -1, axis=1)])
     for cross, t_side_a, t_side_b in (
-        (m[:, :-1] != m[:, 1:], (e.gy[:, :-1], gy_near[:, :, 1:]), (e.gy[:, 1:], gy_near[:, :, :-1])),
-        (m[:-1, :] != m[1:, :], (e.gx[:-1, :], gx_near[:, 1:, :]), (e.gx[1:, :], gx_near[:, :-1, :])),
+        (m[:, :-1] != m[:, 1:], (ay[:, :-1], gy_near[:, :, 1:]), (ay[:, 1:], gy_near[:, :, :-1])),
+        (m[:-1, :] != m[1:, :], (ax[:-1, :], gx_near[:, 1:, :]), (ax[1:, :], gx_near[:, :-1, :])),
     ):
         if not cross.any():
             continue
         for t_p, t_q in (t_side_a, t_side_b):
-            a = t_p[cross]
-            c = t_q[:, cross]
-            num += float(np.abs(a[None, :] - c).min(0).sum()) / 2
+            a = t_p[cross]  # n x 3
+            c = t_q[:, cross]  # 3 shifts x n x 3
+            num += float(np.abs(a[None] - c).sum(-1).min(0).sum()) / 2
             den += float(np.abs(a).sum()) / 2 + float(np.abs(c[0]).sum()) / 2
-            n += a.size
+            n += len(a)
     e_c = num / (den + 0.01 * n) if n else 0.0
     background = ~e.shape_px
     w_in = m & e.grown(e.r_wide, outside=True) & background
     w_out = e.grown(e.r_wide) & ~m & background
     e_o = 0.0
     if w_in.any() and w_out.any():
-        feats = np.stack([e.gx * e.gx, e.gx * e.gy, e.gy * e.gy], axis=-1)
-        j_in = feats[w_in].mean(0)
-        j_out = feats[w_out].mean(0)
-        e_o = float(np.linalg.norm(j_in - j_out) / (np.linalg.norm(j_in) + np.linalg.norm(j_out) + 1e-4))
-    return float(np.clip(1.0 - 0.6 * e_c - 0.4 * e_o, 0.0, 1.0))
+        # Differences over k = 2b pixels: smooth gradients (slopes of a few levels per pixel)
+        # register, and a pair counts only with both ends on one side and off any shape.
+        k = 2 * e.b
+        gxk = np.zeros_like(x)
+        gyk = np.zeros_like(x)
+        vx = np.zeros_like(m)
+        vy = np.zeros_like(m)
+        vx[:, :-k] = (m[:, k:] == m[:, :-k]) & background[:, k:] & background[:, :-k]
+        vy[:-k, :] = (m[k:, :] == m[:-k, :]) & background[k:, :] & background[:-k, :]
+        gxk[:, :-k] = x[:, k:] - x[:, :-k]
+        gyk[:-k, :] = x[k:, :] - x[:-k, :]
+        jxx, jxy, jyy = (gxk * gxk).sum(-1), (gxk * gyk).sum(-1), (gyk * gyk).sum(-1)
+
+        def tensor(region: np.ndarray) -> np.ndarray:
+            # Means over the valid pairs only (a pair cut by the boundary is unknown, not flat).
+            return np.array([_mean(jxx, region & vx), _mean(jxy, region & vx & vy), _mean(jyy, region & vy)])
+
+        j_in, j_out = tensor(w_in), tensor(w_out)
+        e_o = float(np.linalg.norm(j_in - j_out) / (np.linalg.norm(j_in) + np.linalg.norm(j_out) + 1e-5))
+    return e_c, e_o
 
 
 def _min_neighbour_diff(y: np.ndarray) -> np.ndarray:
@@ -330,14 +369,12 @@ def aesthetics_score(e: _Edit) -> float:
       ``E = M1 & (G > 0.05)``, G = sqrt(gx^2 + gy^2), sharpness ``rho = sum_E L / sum_E G`` with
       L = |4-neighbour Laplacian of Y| (crisp edges of the world give rho ~ 1.1-1.6, blurred ones
       less); no edges, no blur penalty;
-    - washed out ``w = mean_In min(lift, max(desat, flat))`` over the background pixels p of the
-      In band (shape colours left out), each compared with its nearest context colour c (as in
-      consistency): ``lift = clip((Y_p - Y_c - 0.02) / 0.1, 0, 1)`` (lighter),
-      ``desat = clip((C_c - C_p - 0.01) / (0.5 C_c + 0.02), 0, 1)`` (duller; C = max - min
-      channel) and, for the region, ``flat = clip((S_out - S_in - 0.01) / (S_out + 0.03), 0, 1)``
-      (less contrast; S = std of Y over the background within min(H, W) / 8 of the boundary,
-      inside and outside): a washed-out fill is lighter *and* duller or flatter than its
-      surroundings, a mere colour shift (a seam, judged by consistency) is usually not both;
+    - washed out ``w = mean_In w_p`` over the background colours p of the In band (shape colours
+      left out) with, over the context colours c (as in consistency), ``w_p = [d_p > 0.03] max_c
+      [0.1 <= a <= 0.95] exp(-(r / 0.03)^2)`` where ``a`` is the position of p's projection on the
+      segment from c to white, r its distance to that segment (/ sqrt(3)) and d_p the distance of
+      p to its nearest context colour: p is a context colour blended towards white (a random
+      colour shift, a seam, rarely lies on that segment);
     - clipping ``k = max(0, f_M - f_K)``, f = share of pixels with a channel at 0 or 255;
 
     ``aesthetics = exp(-(n / 0.012 + 1.2 z + 3 w + 4 k))``.
@@ -362,21 +399,16 @@ def aesthetics_score(e: _Edit) -> float:
         rho = float(lap[edges].sum() / (grad[edges].sum() + 1e-6))
         blur = float(np.clip(1.0 - rho / 1.0, 0.0, 1.0)) * min(1.0, n_edges / (0.02 * m1.sum()))
     washed = 0.0
-    colours, counts, nearest, _ = e.context_match
-    if counts.sum() > 0:
-        lum = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        lift = np.clip((colours @ lum - nearest @ lum - 0.02) / 0.1, 0.0, 1.0)
-        c_p = colours.max(1) - colours.min(1)
-        c_c = nearest.max(1) - nearest.min(1)
-        desat = np.clip((c_c - c_p - 0.01) / (0.5 * c_c + 0.02), 0.0, 1.0)
-        background = ~e.shape_px
-        w_in = m & e.grown(e.r_ctx, outside=True) & background
-        w_out = e.grown(e.r_ctx) & ~m & background
-        flat = 0.0
-        if w_in.sum() > 4 and w_out.sum() > 4:
-            s_in, s_out = float(y[w_in].std()), float(y[w_out].std())
-            flat = float(np.clip((s_out - s_in - 0.01) / (s_out + 0.03), 0.0, 1.0))
-        washed = float((np.minimum(lift, np.maximum(desat, flat)) * counts).sum() / counts.sum())
+    colours, counts, context, nearest = e.context_match
+    if counts.sum() > 0 and len(context):
+        # Project each In colour p on the segment from each context colour c towards white.
+        towards_white = 1.0 - context  # V x 3
+        offset = colours[:, None, :] - context[None, :, :]  # U x V x 3
+        alpha = (offset * towards_white).sum(-1) / np.maximum((towards_white**2).sum(-1), 1e-6)
+        residual = np.linalg.norm(offset - alpha[..., None] * towards_white, axis=-1) / np.sqrt(3.0)
+        evidence = ((alpha >= 0.1) & (alpha <= 0.95)) * np.exp(-((residual / 0.03) ** 2))
+        washed_p = evidence.max(1) * (nearest > 0.03)
+        washed = float((washed_p * counts).sum() / counts.sum())
     clipped_px = ((e.result_u8 == 0) | (e.result_u8 == 255)).any(-1)
     clip = max(0.0, _mean(clipped_px, m) - _mean(clipped_px, ~m))
     return float(np.exp(-(noise / 0.012 + 1.2 * blur + 3.0 * washed + 4.0 * clip)))
@@ -399,11 +431,14 @@ def _text_iou(hits: np.ndarray, glyphs: np.ndarray) -> float:
     y0, y1 = max(0, ys.min() - th), min(hits.shape[0], ys.max() + th + 1)
     x0, x1 = max(0, xs.min() - tw), min(hits.shape[1], xs.max() + tw + 1)
     crop = np.pad(hits[y0:y1, x0:x1].astype(np.float32), ((th, th), (tw, tw)))
-    windows = np.lib.stride_tricks.sliding_window_view(crop, (th, tw))
-    t = glyphs.astype(np.float32)
-    inter = np.einsum("ijkl,kl->ij", windows, t, optimize=True)
+    nh, nw = crop.shape[0] - th + 1, crop.shape[1] - tw + 1
+    # Cross-correlation of the hit map with the template by FFT (circular, but the zero padding
+    # of th/tw on every side keeps the valid placements free of wrap-around).
+    shape = crop.shape
+    spectrum = np.fft.rfft2(crop) * np.conj(np.fft.rfft2(glyphs.astype(np.float32), s=shape))
+    inter = np.rint(np.fft.irfft2(spectrum, s=shape)[:nh, :nw])
     win_sum = _box_window_sum(crop, th, tw)
-    union = t.sum() + win_sum - inter
+    union = float(glyphs.sum()) + win_sum - inter
     return float((inter / np.maximum(union, 1.0)).max())
 
 

@@ -164,7 +164,8 @@ def render_background(background: Mapping[str, Any], size: int) -> np.ndarray:
         img = np.where(band[..., None] == 0, cols[0], cols[1])
     elif kind == "checker":
         cell = background["cell"]
-        band = ((xx // cell).astype(int) + (yy // cell).astype(int)) % 2
+        offset = background.get("offset", 0)
+        band = (((xx + offset) // cell).astype(int) + ((yy + offset) // cell).astype(int)) % 2
         img = np.where(band[..., None] == 0, cols[0], cols[1])
     else:
         raise InputError(
@@ -350,7 +351,6 @@ def _make_fill(rng: np.random.Generator, size: int, text: bool) -> dict[str, Any
         meta["prompted"] = "text"
         mask_box = [mx, my, mx + mw, my + mh]
         prompt = text_prompt(word, colour)
-        source = render_scene(meta, with_text=False)
     else:
         side = _shape_side(rng, size)
         use_ellipse = bool(rng.random() < 0.3)
@@ -369,13 +369,12 @@ def _make_fill(rng: np.random.Generator, size: int, text: bool) -> dict[str, Any
         meta["prompted"] = 0
         with_bg = bool(rng.random() < 0.4)
         prompt = shape_prompt(obj["colour"], obj["kind"], background["kind"] if with_bg else None)
-        source = None
     mask = _box_mask(mask_box, size, ellipse=use_ellipse)
     meta["mask_box"] = mask_box
     _add_distractors(rng, size, meta["shapes"], [mask_box], int(rng.integers(0, 3)))
     target = render_scene(meta)
-    if source is None:
-        source = render_scene(meta, without=[0])
+    # The source lacks the prompted object (rendered after the distractors, which it keeps).
+    source = render_scene(meta, with_text=False) if text else render_scene(meta, without=[0])
     return {
         "task": tasks.IMAGE_FILL,
         "meta": meta,
