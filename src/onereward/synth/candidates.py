@@ -80,6 +80,18 @@ PIXEL_DEGRADATIONS = (
 )
 
 
+# Pairs that do not combine (the missing object has no colour, shape or word to get wrong; the
+# object left in place cannot also be partly removed).
+_CONFLICTS = [
+    {"missing_object", "wrong_colour"},
+    {"missing_object", "wrong_shape"},
+    {"missing_object", "wrong_word"},
+    {"object_left", "partial_removal"},
+    {"object_left", "other_object"},
+    {"partial_fill", "flat_fill"},
+]
+
+
 class SyntheticItem:
     """One item's arrays and facts, as the degradations need them.
 
@@ -379,8 +391,14 @@ def synthesize_candidates(
     counts = rng.permutation([k % 4 for k in range(n)])
     out = []
     for count in counts:
-        chosen = list(rng.choice(options, size=min(int(count), len(options)), replace=False)) if count else []
-        out.append(degrade(item, [str(c) for c in chosen], rng))
+        chosen: list[str] = []
+        available = list(options)
+        while len(chosen) < count and available:
+            pick = str(available[int(rng.integers(len(available)))])
+            chosen.append(pick)
+            # Drop the picked one and those it overrides or that override it.
+            available = [a for a in available if a != pick and {a, pick} not in _CONFLICTS]
+        out.append(degrade(item, chosen, rng))
     return out
 
 
