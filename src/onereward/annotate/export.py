@@ -242,18 +242,19 @@ def ensure_local_storage(client: LabelStudioClient, project_id: int, path: Path)
     )
 
 
-def _task_keys(tasks: list[dict[str, Any]]) -> dict[str, int]:
+def _task_keys_once(client: LabelStudioClient, project_id: int) -> dict[str, int]:
+    # The data manager's task list (task fields only) is about twice as fast as a JSON export.
     keys: dict[str, int] = {}
-    for t in tasks:
-        key = (t.get("data") or {}).get(KEY_FIELD)
+    for t in client.sdk.tasks.list(project=project_id, fields="task_only", page_size=1000):
+        key = (t.data or {}).get(KEY_FIELD)
         if key:
-            keys.setdefault(key, int(t["id"]))
+            keys.setdefault(key, int(t.id))
     return keys
 
 
 def existing_task_ids(client: LabelStudioClient, project_id: int) -> dict[str, int]:
     """``{onereward_key: task id}`` of the tasks already in the project."""
-    return _task_keys(client.export_tasks(project_id))
+    return client.call(f"list the tasks of project {project_id}", _task_keys_once, client, project_id)
 
 
 def import_tasks(
@@ -274,7 +275,7 @@ def import_tasks(
 
     def import_chunk(chunk: list[tuple[str, dict[str, Any]]], state: dict[str, bool]) -> int:
         if state["retry"]:
-            have.update(_task_keys(client.export_tasks_once(project_id)))
+            have.update(_task_keys_once(client, project_id))
         state["retry"] = True
         pending = [(k, p) for k, p in chunk if k not in have]
         if not pending:
@@ -286,7 +287,7 @@ def import_tasks(
         if len(ids) == len(pending):
             have.update({k: int(i) for (k, _), i in zip(pending, ids, strict=True)})
         else:  # the server did not say which ids it gave; read them back
-            have.update(_task_keys(client.export_tasks_once(project_id)))
+            have.update(_task_keys_once(client, project_id))
         return len(pending)
 
     with Throughput("tasks") as tp:

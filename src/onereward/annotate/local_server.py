@@ -103,6 +103,10 @@ class LocalLabelStudio:
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.document_root),
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                 "DJANGO_DB": "sqlite",
+                # Label Studio defaults to DEBUG with root logging at DEBUG, which logs every SQL
+                # query and makes exports several times slower.
+                "DEBUG": "false",
+                "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
             }
         )

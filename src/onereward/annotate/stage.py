@@ -14,6 +14,7 @@ import hashlib
 import html
 import json
 import os
+import time
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -443,6 +444,7 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
     pj = read_project_json(root, "--project")
     wanted = set(pj["task_map"].values())
     export_path = root / "export.json"
+    fetch_s = 0.0
     if export_path.is_file():
         try:
             tasks_json = json.loads(export_path.read_text())
@@ -453,8 +455,10 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
         client = LabelStudioClient(pj["url"], max_retries=max_retries)
         client.check_auth()
         tasks_json = []
+        t_fetch = time.perf_counter()
         for p in pj["projects"].values():
             tasks_json += client.export_tasks(p["project_id"])
+        fetch_s = time.perf_counter() - t_fetch
         source = pj["url"]
     else:
         raise InputError(
@@ -473,7 +477,9 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
     ) as art:
         with art.timer("process_s"):
             result = process_export(tasks_json)
-        copy_candidate_set(cs, art.path)
+        art.timings["fetch_s"] = round(fetch_s, 4)
+        with art.timer("copy_s"):
+            copy_candidate_set(cs, art.path)
         by_cand = {r["candidate_id"]: r for r in cs.candidate_rows}
         rows = []
         for p in result.pairs:
@@ -501,7 +507,8 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
                 }
             )
         write_table(art.path / "pairs.parquet", rows, schema=PAIRS_SCHEMA)
-        write_json_atomic(art.path / "export.json", tasks_json)
+        with art.timer("write_s"):
+            write_json_atomic(art.path / "export.json", tasks_json)
         write_json_atomic(art.path / "invalid.json", result.invalid)
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         for task, dim in task_table.task_dimension_pairs():
