@@ -25,6 +25,7 @@ Everything is vectorised NumPy on the full image (about 1 ms per ``score_all`` a
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -97,6 +98,11 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
     return ~_dilate(~mask, radius)
 
 
+def _csum(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis of length 3 (numpy's reduction over a tiny inner axis is slow)."""
+    return a[..., 0] + a[..., 1] + a[..., 2]
+
+
 def _mean(values: np.ndarray, where: np.ndarray, default: float = 0.0) -> float:
     n = int(where.sum())
     return float(values[where].mean()) if n else default
@@ -124,6 +130,7 @@ class _Edit:
         self.result_u8 = result.astype(np.uint8)
         self.source_u8 = source.astype(np.uint8)
         self.x = result.astype(np.float32) / 255.0
+        self.x_channels = np.ascontiguousarray(np.moveaxis(self.x, -1, 0))  # 3 x H x W
         self.s = source.astype(np.float32) / 255.0
         h, w = self.mask.shape
         side = min(h, w)
@@ -134,7 +141,8 @@ class _Edit:
         self._grown: dict[tuple[bool, int], np.ndarray] = {}
         self.inner = m & self.grown(self.b, outside=True)
         self.outer = self.grown(self.b) & ~m
-        self.y = self.x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        # Weighted sums, not matmuls: a BLAS call per tiny product costs more than the arithmetic.
+        self.y = 0.299 * self.x[..., 0] + 0.587 * self.x[..., 1] + 0.114 * self.x[..., 2]
         # Forward differences within one side of the boundary only.
         gx = np.zeros_like(self.y)
         gy = np.zeros_like(self.y)
@@ -162,12 +170,9 @@ class _Edit:
     def palette(self) -> tuple[np.ndarray, np.ndarray]:
         """(index of the nearest palette colour, distance to it) per pixel."""
         if self._palette is None:
-            flat = self.x.reshape(-1, 3)
-            d2 = (_PALETTE * _PALETTE).sum(1)[None, :] - 2.0 * flat @ _PALETTE.T
-            idx = d2.argmin(1)
-            d2_min = d2[np.arange(idx.size), idx] + (flat * flat).sum(1)
-            h, w = self.mask.shape
-            self._palette = (idx.reshape(h, w), np.sqrt(np.maximum(d2_min, 0.0)).reshape(h, w))
+            lut_index, lut_distance = _palette_lut()
+            key = _colour_keys(self.result_u8.reshape(-1, 3)).reshape(self.mask.shape)
+            self._palette = (lut_index[key], lut_distance[key])
         return self._palette
 
     @property
@@ -190,8 +195,8 @@ class _Edit:
             if a.size == 0 or c.size == 0:
                 self._context = (a, counts, c, np.zeros(len(a), dtype=np.float32))
             else:
-                d2 = (a * a).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * a @ c.T
-                dist = np.sqrt(np.maximum(d2.min(1), 0.0)) / np.sqrt(3.0)
+                d2 = _csum((a[:, None, :] - c[None, :, :]) ** 2)
+                dist = np.sqrt(d2.min(1)) / np.sqrt(3.0)
                 self._context = (a, counts, c, dist)
         return self._context
 
@@ -202,6 +207,24 @@ class _Edit:
             idx, dist = self.palette
             self._shape_px = _dilate((idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE), 1)
         return self._shape_px
+
+
+@lru_cache(maxsize=1)
+def _palette_lut() -> tuple[np.ndarray, np.ndarray]:
+    """Nearest palette colour (index, distance) for every colour quantised to 64 levels per channel.
+
+    Built once (262,144 entries); a lookup per pixel then replaces a distance computation.
+    """
+    keys = np.arange(64**3, dtype=np.int32)
+    rgb = _keys_to_rgb(keys) + 2.0 / 255.0  # bin centres
+    best = np.full(len(keys), np.inf, dtype=np.float32)
+    index = np.zeros(len(keys), dtype=np.int16)
+    for i, colour in enumerate(_PALETTE):
+        d2 = ((rgb - colour) ** 2).sum(1)
+        closer = d2 < best
+        best[closer] = d2[closer]
+        index[closer] = i
+    return index, np.sqrt(best)
 
 
 def _colour_keys(pixels: np.ndarray) -> np.ndarray:
@@ -284,34 +307,48 @@ def structure_score(e: _Edit) -> float:
 def _structure_terms(e: _Edit) -> tuple[float, float]:
     """(continuation error, orientation error) of :func:`structure_score`."""
     m = e.mask
-    x = e.x
-    # Per-channel forward differences within one side of the boundary (colour edges of equal
-    # luminance count too).
-    gx = np.zeros_like(x)
-    gy = np.zeros_like(x)
-    gx[:, :-1] = (x[:, 1:] - x[:, :-1]) * (m[:, 1:] == m[:, :-1])[..., None]
-    gy[:-1, :] = (x[1:, :] - x[:-1, :]) * (m[1:, :] == m[:-1, :])[..., None]
+    xc = e.x_channels  # 3 x H x W
+    h, w = m.shape
+
+    def tangential(rows: np.ndarray, cols: np.ndarray, along_rows: bool) -> np.ndarray:
+        """|forward difference| (n x 3) at the given pixels along y (or x), 0 across the boundary."""
+        if along_rows:
+            r2, c2 = np.minimum(rows + 1, h - 1), cols
+        else:
+            r2, c2 = rows, np.minimum(cols + 1, w - 1)
+        same = (m[r2, c2] == m[rows, cols])[:, None]
+        return np.abs(xc[:, r2, c2] - xc[:, rows, cols]).T * same
+
     num = 0.0
     den = 0.0
     n = 0
-    # Horizontal neighbours across a vertical boundary: the tangential gradient is gy; an edge may
-    # step by one pixel from p to q (diagonal stripes), so q's gradient is taken at +-1 too.
+    # Horizontal neighbours (i, j) | (i, j + 1) across a vertical boundary compare the tangential
+    # gradient (along y); an edge may step by one pixel from p to q (diagonal stripes), so q's
+    # gradient is taken at rows i - 1, i, i + 1 too. Vertical neighbours likewise along x.
     # Magnitudes: at a checker corner on the boundary the edge continues with the opposite sign.
-    ax, ay = np.abs(gx), np.abs(gy)
-    gy_near = np.stack([ay, np.roll(ay, 1, axis=0), np.roll(ay, -1, axis=0)])
-    gx_near = np.stack([ax, np.roll(ax, 1, axis=1), np.roll(ax, -1, axis=1)])
-    for cross, t_side_a, t_side_b in (
-        (m[:, :-1] != m[:, 1:], (ay[:, :-1], gy_near[:, :, 1:]), (ay[:, 1:], gy_near[:, :, :-1])),
-        (m[:-1, :] != m[1:, :], (ax[:-1, :], gx_near[:, 1:, :]), (ax[1:, :], gx_near[:, :-1, :])),
+    ii, jj = np.nonzero(m[:, :-1] != m[:, 1:])
+    kk, ll = np.nonzero(m[:-1, :] != m[1:, :])
+    for p_rc, q_rc, along_rows in (
+        ((ii, jj), (ii, jj + 1), True),
+        ((ii, jj + 1), (ii, jj), True),
+        ((kk, ll), (kk + 1, ll), False),
+        ((kk + 1, ll), (kk, ll), False),
     ):
-        if not cross.any():
+        if p_rc[0].size == 0:
             continue
-        for t_p, t_q in (t_side_a, t_side_b):
-            a = t_p[cross]  # n x 3
-            c = t_q[:, cross]  # 3 shifts x n x 3
-            num += float(np.abs(a[None] - c).sum(-1).min(0).sum()) / 2
-            den += float(np.abs(a).sum()) / 2 + float(np.abs(c[0]).sum()) / 2
-            n += len(a)
+        t_p = tangential(*p_rc, along_rows)
+        r, c = q_rc
+        best = None
+        for k in (0, -1, 1):
+            rk, ck = (np.clip(r + k, 0, h - 1), c) if along_rows else (r, np.clip(c + k, 0, w - 1))
+            t_q = tangential(rk, ck, along_rows)
+            if k == 0:
+                den += float(t_q.sum()) / 2
+            err = _csum(np.abs(t_p - t_q))
+            best = err if best is None else np.minimum(best, err)
+        num += float(best.sum()) / 2
+        den += float(t_p.sum()) / 2
+        n += len(t_p)
     e_c = num / (den + 0.01 * n) if n else 0.0
     background = ~e.shape_px
     w_in = m & e.grown(e.r_wide, outside=True) & background
@@ -321,15 +358,17 @@ def _structure_terms(e: _Edit) -> tuple[float, float]:
         # Differences over k = 2b pixels: smooth gradients (slopes of a few levels per pixel)
         # register, and a pair counts only with both ends on one side and off any shape.
         k = 2 * e.b
-        gxk = np.zeros_like(x)
-        gyk = np.zeros_like(x)
         vx = np.zeros_like(m)
         vy = np.zeros_like(m)
         vx[:, :-k] = (m[:, k:] == m[:, :-k]) & background[:, k:] & background[:, :-k]
         vy[:-k, :] = (m[k:, :] == m[:-k, :]) & background[k:, :] & background[:-k, :]
-        gxk[:, :-k] = x[:, k:] - x[:, :-k]
-        gyk[:-k, :] = x[k:, :] - x[:-k, :]
-        jxx, jxy, jyy = (gxk * gxk).sum(-1), (gxk * gyk).sum(-1), (gyk * gyk).sum(-1)
+        gxk = np.zeros_like(xc)
+        gyk = np.zeros_like(xc)
+        gxk[:, :, :-k] = xc[:, :, k:] - xc[:, :, :-k]
+        gyk[:, :-k, :] = xc[:, k:, :] - xc[:, :-k, :]
+        jxx = (gxk * gxk).sum(0)
+        jxy = (gxk * gyk).sum(0)
+        jyy = (gyk * gyk).sum(0)
 
         def tensor(region: np.ndarray) -> np.ndarray:
             # Means over the valid pairs only (a pair cut by the boundary is unknown, not flat).
@@ -404,12 +443,13 @@ def aesthetics_score(e: _Edit) -> float:
         # Project each In colour p on the segment from each context colour c towards white.
         towards_white = 1.0 - context  # V x 3
         offset = colours[:, None, :] - context[None, :, :]  # U x V x 3
-        alpha = (offset * towards_white).sum(-1) / np.maximum((towards_white**2).sum(-1), 1e-6)
-        residual = np.linalg.norm(offset - alpha[..., None] * towards_white, axis=-1) / np.sqrt(3.0)
+        alpha = _csum(offset * towards_white) / np.maximum(_csum(towards_white**2), 1e-6)
+        residual = np.sqrt(_csum((offset - alpha[..., None] * towards_white) ** 2)) / np.sqrt(3.0)
         evidence = ((alpha >= 0.1) & (alpha <= 0.95)) * np.exp(-((residual / 0.03) ** 2))
         washed_p = evidence.max(1) * (nearest > 0.03)
         washed = float((washed_p * counts).sum() / counts.sum())
-    clipped_px = ((e.result_u8 == 0) | (e.result_u8 == 255)).any(-1)
+    saturated = (e.result_u8 == 0) | (e.result_u8 == 255)
+    clipped_px = saturated[..., 0] | saturated[..., 1] | saturated[..., 2]
     clip = max(0.0, _mean(clipped_px, m) - _mean(clipped_px, ~m))
     return float(np.exp(-(noise / 0.012 + 1.2 * blur + 3.0 * washed + 4.0 * clip)))
 
@@ -539,7 +579,8 @@ def removal_quality_score(e: _Edit) -> float:
     u_src = unexplained_src.mean()
     u_rel = min(1.0, float(u) / max(float(u_src), 0.05))
     if unexplained_src.any():
-        changed = (np.abs(e.x[m] - e.s[m]).max(-1) > 0.12) & unexplained_src
+        diff = np.abs(e.x[m] - e.s[m])
+        changed = (np.maximum(np.maximum(diff[:, 0], diff[:, 1]), diff[:, 2]) > 0.12) & unexplained_src
         c = float(changed.sum() / unexplained_src.sum())
     else:
         c = 1.0

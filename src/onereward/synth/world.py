@@ -390,8 +390,9 @@ def _make_extend(rng: np.random.Generator, size: int, with_prompt: bool) -> dict
     background = _sample_background(rng, size)
     meta: dict[str, Any] = {"size": size, "background": background, "shapes": [], "text": None}
     if with_prompt:
-        # One side (or two opposite sides) wide enough to hold the prompted shape.
-        sides = [("left",), ("right",), ("top",), ("bottom",), ("left", "right"), ("top", "bottom")]
+        # One side: its new strip (>= 28 % of the frame) holds the prompted shape clear of the
+        # boundary; two opposite strips would each be too narrow at 64 px.
+        sides = [("left",), ("right",), ("top",), ("bottom",)]
     else:
         sides = [
             ("left",),
