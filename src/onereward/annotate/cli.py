@@ -24,6 +24,7 @@ def _export(args: argparse.Namespace) -> int:
             label_studio_url=args.label_studio_url,
             document_root=args.document_root,
             image_url_prefix=args.image_url_prefix,
+            s3_endpoint=args.s3_endpoint,
             project_title=args.project_title,
             project_version=args.project_version,
             chunk_size=args.chunk_size,
@@ -83,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve images from cloud storage instead (s3://bucket/prefix, gs://...); sync the artifact's "
         "overlays/ and candidates/ there",
     )
+    p.add_argument("--s3-endpoint", default="", help="S3 endpoint for MinIO/S3-compatible stores ('' = AWS)")
     p.add_argument("--project-title", default="onereward", help="project title (default: onereward)")
     p.add_argument(
         "--project-version", default="v1", help="project version; same title+version = same project"

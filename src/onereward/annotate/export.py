@@ -242,6 +242,30 @@ def ensure_local_storage(client: LabelStudioClient, project_id: int, path: Path)
     )
 
 
+def ensure_cloud_storage(
+    client: LabelStudioClient, project_id: int, prefix_url: str, *, s3_endpoint: str | None
+) -> None:
+    """Connect the bucket holding ``prefix_url`` (s3:// or gs://) to the project, presigned.
+
+    No credentials are passed: Label Studio falls back to its own deployment's credentials (the
+    Secret mounted into its pod, see manifests/label-studio), so none travel through the pipeline.
+    http(s) prefixes need no storage.
+    """
+    scheme, _, rest = prefix_url.partition("://")
+    if scheme not in ("s3", "gs"):
+        return
+    bucket, _, prefix = rest.partition("/")
+    api = client.sdk.import_storage.s3 if scheme == "s3" else client.sdk.import_storage.gcs
+    storages = client.call(f"list {scheme} storages of project {project_id}", api.list, project=project_id)
+    if any(s.bucket == bucket and (s.prefix or "") == prefix for s in storages):
+        return
+    kwargs: dict[str, Any] = {"project": project_id, "bucket": bucket, "prefix": prefix, "presign": True,
+                              "title": "onereward images", "use_blob_urls": False}  # fmt: skip
+    if scheme == "s3" and s3_endpoint:
+        kwargs["s3endpoint"] = s3_endpoint
+    client.call(f"connect {scheme}://{bucket}/{prefix} to project {project_id}", api.create, **kwargs)
+
+
 def _task_keys_once(client: LabelStudioClient, project_id: int) -> dict[str, int]:
     # The data manager's task list (task fields only) is about twice as fast as a JSON export.
     keys: dict[str, int] = {}

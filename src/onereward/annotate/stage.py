@@ -58,6 +58,7 @@ def run_export(
     label_studio_url: str = "",
     document_root: str = "",
     image_url_prefix: str = "",
+    s3_endpoint: str = "",
     project_title: str = "onereward",
     project_version: str = "v1",
     chunk_size: int = 500,
@@ -77,7 +78,10 @@ def run_export(
             ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``, shared with it); default: that env var.
             Images are copied under ``<root>/onereward/<title>-<version>/``.
         image_url_prefix: instead of local files, the URL prefix (``s3://...``, ``gs://...``) under
-            which the artifact's ``overlays/`` and ``candidates/`` folders are synced for cloud storage.
+            which the artifact's ``overlays/`` and ``candidates/`` folders are synced for cloud storage;
+            the bucket is connected to each project as a (presigned) import storage, with the
+            credentials of the Label Studio deployment itself (none pass through the pipeline).
+        s3_endpoint: S3 endpoint URL for MinIO or other S3-compatible stores ("" = AWS).
         project_title, project_version: the projects are titled ``"<title> <version> [<set>]"``;
             the same title and version reuse the same projects.
         chunk_size: tasks per import request.
@@ -86,6 +90,8 @@ def run_export(
         max_retries: retries with exponential backoff when the server is unreachable.
     Returns the metrics (``n_tasks``, ``n_new_tasks``, ``n_projects``, tasks per task and set).
     """
+    if image_url_prefix and not image_url_prefix.startswith(("s3://", "gs://", "http://", "https://")):
+        raise InputError(f"--image-url-prefix: expected s3://, gs:// or http(s)://, got {image_url_prefix!r}")
     if predictions not in PREDICTION_SOURCES:
         raise InputError(f"--predictions: expected one of {PREDICTION_SOURCES}, got {predictions!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -100,6 +106,7 @@ def run_export(
         "label_studio_url": label_studio_url or None,
         "document_root": document_root or os.environ.get(DOCUMENT_ROOT_ENV) or None,
         "image_url_prefix": image_url_prefix or None,
+        "s3_endpoint": s3_endpoint or None,
         "project_title": project_title,
         "project_version": project_version,
         "chunk_size": chunk_size,
@@ -224,6 +231,10 @@ def _export_to_server(
         pid = ex.ensure_project(client, ptitle, cfg, description, overlap=params["overlap"])
         if storage_dir is not None:
             ex.ensure_local_storage(client, pid, storage_dir)
+        elif params["image_url_prefix"]:
+            ex.ensure_cloud_storage(
+                client, pid, params["image_url_prefix"], s3_endpoint=params["s3_endpoint"]
+            )
         mine = [d for d in drafts if d.dimension_set == name]
         pairs = [(d.key, ex.task_payload(d, url_of)) for d in mine]
         have, n_new = ex.import_tasks(client, pid, pairs, chunk_size=chunk_size)
