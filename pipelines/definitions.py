@@ -15,6 +15,7 @@ from onereward_kfp.components.build_zoo import build_zoo
 from onereward_kfp.components.export_annotations import export_annotations
 from onereward_kfp.components.generate_candidates import generate_candidates
 from onereward_kfp.components.import_annotations import import_annotations
+from onereward_kfp.components.merge_candidates import merge_candidates, plan_shards
 from onereward_kfp.components.select_subset import select_subset
 from onereward_kfp.components.simulate_annotations import simulate_annotations
 from onereward_kfp.components.synthesize_pool import synthesize_pool
@@ -50,6 +51,7 @@ def _collect_steps(
     select_backend: str,
     generate_family: str,
     generate_num_candidates: int,
+    generate_shards: int,
     annotate_label_studio_url: str,
     annotate_document_root: str,
     annotate_project_title: str,
@@ -66,17 +68,25 @@ def _collect_steps(
         seed=seed,
     ).set_display_name("select_subset")
     _gpu(select)
-    generate = generate_candidates(
-        subset=select.outputs["subset"],
-        zoo=zoo,
-        profile=profile,
-        family=generate_family,
-        num_candidates=generate_num_candidates,
-        seed=seed,
-    ).set_display_name("generate_candidates")
-    _gpu(generate)
+    # Fan-out over GPU workers: each shard generates a disjoint part of the subset; one merge.
+    shards = plan_shards(shards=generate_shards).set_display_name("plan_shards")
+    with dsl.ParallelFor(shards.output, name="generate-shards") as shard:
+        generate = generate_candidates(
+            subset=select.outputs["subset"],
+            zoo=zoo,
+            profile=profile,
+            family=generate_family,
+            num_candidates=generate_num_candidates,
+            seed=seed,
+            shard=shard,
+        ).set_display_name("generate_candidates")
+        _gpu(generate)
+    merged = merge_candidates(shards=dsl.Collected(generate.outputs["candidates"])).set_display_name(
+        "merge_candidates"
+    )
+    _cpu(merged)
     export = export_annotations(
-        candidates=generate.outputs["candidates"],
+        candidates=merged.outputs["candidates"],
         label_studio_url=annotate_label_studio_url,
         document_root=annotate_document_root,
         project_title=annotate_project_title,
@@ -100,6 +110,7 @@ def collect(
     select_backend: str = "auto",
     generate_family: str = "flux_fill",
     generate_num_candidates: int = 4,
+    generate_shards: int = 1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
     annotate_project_title: str = "onereward",
@@ -117,6 +128,7 @@ def collect(
         select_backend: clustering backend: auto, sklearn, faiss.
         generate_family: generator family: flux_fill or sd_inpaint.
         generate_num_candidates: candidates per item.
+        generate_shards: parallel generation shards (one GPU each), merged afterwards.
         annotate_label_studio_url: Label Studio URL ("" writes tasks offline).
         annotate_document_root: Label Studio local-files document root.
         annotate_project_title: Label Studio project title.
@@ -136,6 +148,7 @@ def collect(
         select_backend,
         generate_family,
         generate_num_candidates,
+        generate_shards,
         annotate_label_studio_url,
         annotate_document_root,
         annotate_project_title,
@@ -196,6 +209,7 @@ def end_to_end(
     select_backend: str = "auto",
     generate_family: str = "flux_fill",
     generate_num_candidates: int = 4,
+    generate_shards: int = 1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
     annotate_project_title: str = "onereward-demo",
@@ -219,6 +233,7 @@ def end_to_end(
         select_backend: clustering backend: auto, sklearn, faiss.
         generate_family: generator family: flux_fill or sd_inpaint.
         generate_num_candidates: candidates per item.
+        generate_shards: parallel generation shards (one GPU each), merged afterwards.
         annotate_label_studio_url: Label Studio URL ("" = offline simulated annotation).
         annotate_document_root: Label Studio local-files document root.
         annotate_project_title: Label Studio project title.
@@ -246,6 +261,7 @@ def end_to_end(
         select_backend,
         generate_family,
         generate_num_candidates,
+        generate_shards,
         annotate_label_studio_url,
         annotate_document_root,
         annotate_project_title,
@@ -277,14 +293,18 @@ def end_to_end(
 
 PIPELINES = {"collect": collect, "train": train, "end_to_end": end_to_end}
 
-# Stage name (folder under the local run's output dir) -> the component output holding its artifact.
+# Task (component) name -> the component output holding its artifact. The local runner stores it
+# under OUT/<stage name>; STAGE_NAMES renames tasks whose stage has another name.
 STAGE_OUTPUTS = {
     "build_zoo": "zoo",
     "synthesize_pool": "pool",
     "select_subset": "subset",
-    "generate_candidates": "candidates",
+    "merge_candidates": "candidates",
     "export_annotations": "project",
     "simulate_annotations": "annotations",
     "import_annotations": "preferences",
     "train_reward_model": "reward_model",
 }
+
+# The merged output of the generate_candidates fan-out is the generate_candidates stage's artifact.
+STAGE_NAMES = {"merge_candidates": "generate_candidates"}

@@ -81,7 +81,7 @@ def run_local(name: str, out_dir: str | os.PathLike[str], params: dict[str, Any]
     """Run pipeline ``name`` locally and collect each stage's artifact under ``out_dir/<stage>``."""
     from kfp import local
 
-    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_OUTPUTS
+    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_OUTPUTS
 
     params = dict(params or {})
     pipeline_parameters(name)  # validates the name
@@ -101,10 +101,11 @@ def run_local(name: str, out_dir: str | os.PathLike[str], params: dict[str, Any]
     run_dir = new_runs[-1]
     stages: dict[str, Any] = {}
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        stage = task_dir.name.replace("-", "_")
-        output = STAGE_OUTPUTS.get(stage)
+        task = task_dir.name.replace("-", "_")
+        output = STAGE_OUTPUTS.get(task)
         if output is None or not (task_dir / output).is_dir():
-            continue
+            continue  # helper tasks, and the shards inside for-loop folders (merged afterwards)
+        stage = STAGE_NAMES.get(task, task)
         target = out / stage
         tmp = out / f".{stage}.collect.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from onereward.artifacts import read_artifact
-from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_OUTPUTS
+from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_OUTPUTS
 from onereward_kfp.pipelines.runner import compile_all, run_local
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +57,11 @@ def test_gpu_stages_request_gpus(compiled: Path) -> None:
 
 @pytest.mark.slow
 def test_local_end_to_end_run(tmp_path: Path) -> None:
-    params = {"synth_items": 24, "select_size": 12, "generate_num_candidates": 4, "reward_max_steps": 20}
+    # two generation shards exercise the ParallelFor fan-out and the merge
+    params = {"synth_items": 24, "select_size": 12, "generate_num_candidates": 4, "generate_shards": 2, "reward_max_steps": 20}
     summary = run_local("end_to_end", tmp_path, params)
     stages = summary["stages"]
-    assert set(stages) == set(STAGE_OUTPUTS), f"stages collected: {sorted(stages)}"
+    assert set(stages) == {STAGE_NAMES.get(t, t) for t in STAGE_OUTPUTS}, f"stages collected: {sorted(stages)}"
     for stage, output_kind in {
         "build_zoo": "zoo",
         "synthesize_pool": "pool",
