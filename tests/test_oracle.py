@@ -103,6 +103,16 @@ def test_text_alignment_checks_word_and_letter_colour() -> None:
     assert s(good) > s(other_word) and s(good) > s(red_block)
 
 
+def test_colour_match_finds_exactly_the_named_colour() -> None:
+    image = scene(STRIPES, [RED_CIRCLE, {"kind": "square", "colour": "orange", "bbox": [40, 4, 52, 16]}])
+    red = oracle.colour_match(image, "red")
+    assert np.array_equal(red, world.shape_mask("circle", RED_CIRCLE["bbox"], SIZE))
+    assert oracle.colour_match(image, "orange").sum() == 144
+    assert not oracle.colour_match(image, "blue").any()
+    with pytest.raises(InputError, match="colour"):
+        oracle.colour_match(image, "mauve")
+
+
 def test_text_alignment_without_vocabulary_is_undecided() -> None:
     source, good = fill_case()
     assert oracle.score(tasks.IMAGE_FILL, tasks.TEXT_ALIGNMENT, source, MASK, "a cat", good) == 0.5

@@ -17,6 +17,13 @@ Items for every task (see ``docs/contracts.md`` for the columns):
 - ``object_removal``: the source has the object, the mask covers it (with a margin), the target
   is the background without it; no prompt.
 
+``meta`` (JSON) holds the scene: ``size``, ``background`` (``kind`` flat / gradient / stripes /
+checker, ``colours`` by name, and ``direction`` / ``orientation``, ``period``, ``phase`` / ``cell``),
+``shapes`` (``kind``, ``colour``, ``bbox`` [x0, y0, x1, y1) in pixels), ``text`` (``word``,
+``colour``, ``xy``, ``scale``) or null, ``task``, and per task: ``prompted`` (shape index or
+``"text"``) and ``mask_box`` for fill, ``keep_box`` and ``sides`` for extend (``prompted`` when it
+has a prompt), ``removed`` (shape index), ``mask_kind`` and ``mask_box`` for removal.
+
 The colour and shape vocabulary lives in :data:`SHAPE_COLOURS`, :data:`SHAPES` and
 :data:`BACKGROUND_COLOURS`; the oracle parses prompts with the same tables.
 """
