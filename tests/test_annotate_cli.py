@@ -1,0 +1,46 @@
+"""``onereward export`` / ``simulate-annotations`` / ``import`` from the command line (offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from annotate_helpers import synthetic_candidates
+
+from onereward.cli import main
+
+
+def test_cli_chain_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cands = synthetic_candidates(tmp_path, n_items=6, seed=2)
+    assert main(["export", "--candidates", str(cands), "--out", str(tmp_path / "project")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["n_tasks"] == 6 and exported["online"] is False
+    assert (
+        main(
+            [
+                "simulate-annotations",
+                "--project",
+                str(tmp_path / "project"),
+                "--annotators",
+                "3",
+                "--noise",
+                "0.1",
+            ]
+        )
+        == 0
+    )
+    simulated = json.loads(capsys.readouterr().out)
+    assert simulated["n_annotations"] == 18
+    answers = tmp_path / "project-annotations"  # default --out beside the project
+    assert (answers / "export.json").is_file()
+    assert main(["import", "--project", str(answers), "--out", str(tmp_path / "prefs")]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    on_disk = json.loads((tmp_path / "prefs" / "metrics.json").read_text())
+    assert imported == on_disk and imported["n_tasks"] == 6 and imported["n_pairs"] > 0
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "--project", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--project" in err and "not a directory" in err
