@@ -38,7 +38,9 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         return str(v)
 
     cells = [[fmt(c) for c in r] for r in rows]
-    widths = [max(len(str(c)), *(len(r[i]) for r in cells)) if cells else len(str(c)) for i, c in enumerate(columns)]
+    widths = [
+        max(len(str(c)), *(len(r[i]) for r in cells)) if cells else len(str(c)) for i, c in enumerate(columns)
+    ]
     lines = [title, "  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for r in cells:
@@ -52,7 +54,11 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     """Write ``data`` (plus machine info and a timestamp) to ``<RESULTS_DIR>/<name>.json``."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    payload = {
+        "benchmark": name,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+    }
     payload.update(data)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names (file stem without bench_)")
     parser.add_argument("--list", action="store_true", help="list benchmarks and exit")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to every benchmark after --")
+    parser.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="arguments passed to every benchmark after --"
+    )
     args = parser.parse_args(argv)
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.list:

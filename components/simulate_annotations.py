@@ -32,5 +32,7 @@ def simulate_annotations(
     from onereward.annotate.stage import run_simulate
     from onereward.kfp_outputs import publish
 
-    run_simulate(project.path, annotations.path, noise=noise, threshold=threshold, annotators=annotators, seed=seed)
+    run_simulate(
+        project.path, annotations.path, noise=noise, threshold=threshold, annotators=annotators, seed=seed
+    )
     publish(annotations, report, metrics)

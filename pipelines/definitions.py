@@ -7,7 +7,6 @@ Locally (kfp.local) Kubernetes settings and resources are ignored and the variab
 the calling environment.
 """
 
-
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, pipeline_channel
 
@@ -26,7 +25,9 @@ LABEL_STUDIO_SECRET_KEYS = {"api-key": "LABEL_STUDIO_API_KEY"}
 
 
 def _label_studio_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    kubernetes.use_secret_as_env(task, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_SECRET_KEYS)
+    kubernetes.use_secret_as_env(
+        task, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_SECRET_KEYS
+    )
     return task
 
 
@@ -135,7 +136,9 @@ def collect(
         annotate_project_version: project version (title + version identify the project).
         annotate_predictions: pre-annotations: none or oracle.
     """
-    pool = dsl.importer(artifact_uri=pool_uri, artifact_class=Artifact, reimport=False).set_display_name("pool")
+    pool = dsl.importer(artifact_uri=pool_uri, artifact_class=Artifact, reimport=False).set_display_name(
+        "pool"
+    )
     zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
     _cpu(zoo)
     _collect_steps(

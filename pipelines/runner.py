@@ -9,7 +9,6 @@ is kept under ``OUT/.kfp/`` for debugging.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import shutil
 import time
@@ -60,9 +59,15 @@ def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
             raise InputError(f"--param: expected key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
         if key not in params:
-            raise InputError(f"--param {key}: pipeline {name!r} has no parameter {key!r}; known: {', '.join(params)}")
+            raise InputError(
+                f"--param {key}: pipeline {name!r} has no parameter {key!r}; known: {', '.join(params)}"
+            )
         typ = params[key].annotation
-        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
+        typ = (
+            {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ)
+            if isinstance(typ, str)
+            else typ
+        )
         try:
             if typ is bool:
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -77,7 +82,9 @@ def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_local(name: str, out_dir: str | os.PathLike[str], params: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_local(
+    name: str, out_dir: str | os.PathLike[str], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run pipeline ``name`` locally and collect each stage's artifact under ``out_dir/<stage>``."""
     from kfp import local
 
@@ -90,12 +97,17 @@ def run_local(name: str, out_dir: str | os.PathLike[str], params: dict[str, Any]
     kfp_root = out / ".kfp"
     kfp_root.mkdir(exist_ok=True)
     before = {p.name for p in kfp_root.iterdir()}
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root), raise_on_error=True
+    )
     log.info("running pipeline %s locally into %s with %s", name, out, params or "defaults")
     t0 = time.perf_counter()
     PIPELINES[name](**params)
     wall = time.perf_counter() - t0
-    new_runs = sorted((p for p in kfp_root.iterdir() if p.name not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    new_runs = sorted(
+        (p for p in kfp_root.iterdir() if p.name not in before and p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not new_runs:
         raise RuntimeError(f"kfp.local wrote no run directory under {kfp_root}")
     run_dir = new_runs[-1]
@@ -138,11 +150,17 @@ def _write_run_report(out: Path, summary: dict[str, Any]) -> Path:
     rows = []
     for stage, info in summary["stages"].items():
         metrics = {k: v for k, v in info["metrics"].items() if not isinstance(v, (dict, list))}
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:8])
-        link = f'<a href="{stage}/report.html">{stage}</a>' if (out / stage / "report.html").exists() else stage
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:8]
+        )
+        link = (
+            f'<a href="{stage}/report.html">{stage}</a>' if (out / stage / "report.html").exists() else stage
+        )
         rows.append([link, info["kind"], f"{info['timings'].get('total_s', 0):.2f}", shown])
     body = html_table(["stage", "artifact", "seconds", "metrics"], rows)
-    params = html_table(["parameter", "value"], [[k, v] for k, v in summary["parameters"].items()] or [["(defaults)", ""]])
+    params = html_table(
+        ["parameter", "value"], [[k, v] for k, v in summary["parameters"].items()] or [["(defaults)", ""]]
+    )
     return write_html_report(
         out / "report.html",
         f"onereward pipeline {summary['pipeline']} ({summary['wall_seconds']:.1f}s)",

@@ -18,7 +18,9 @@ from onereward.artifacts import (
 
 
 def _write(out: Path, payload: str = "hello", **kw) -> None:
-    with ArtifactWriter(out, kind="pool", stage="test_stage", parameters={"n": 3, "path": Path("/x")}, **kw) as art:
+    with ArtifactWriter(
+        out, kind="pool", stage="test_stage", parameters={"n": 3, "path": Path("/x")}, **kw
+    ) as art:
         (art.path / "data.txt").write_text(payload)
         (art.path / "sub").mkdir()
         (art.path / "sub" / "b.bin").write_bytes(b"\x00\x01")
@@ -50,7 +52,9 @@ def test_inputs_reference_upstream_manifests(tmp_path: Path) -> None:
     with ArtifactWriter(tmp_path / "down", kind="subset", stage="s", inputs=[up]) as art:
         (art.path / "x").write_text("1")
     down = read_artifact(tmp_path / "down", kind="subset")
-    assert down.inputs == [{"kind": "pool", "schema_version": 1, "content_hash": up.content_hash, "stage": "test_stage"}]
+    assert down.inputs == [
+        {"kind": "pool", "schema_version": 1, "content_hash": up.content_hash, "stage": "test_stage"}
+    ]
 
 
 def test_same_content_same_hash(tmp_path: Path) -> None:
@@ -64,10 +68,9 @@ def test_same_content_same_hash(tmp_path: Path) -> None:
 def test_failure_leaves_previous_artifact_intact(tmp_path: Path) -> None:
     out = tmp_path / "a"
     _write(out, payload="first")
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(out, kind="pool", stage="s") as art:
-            (art.path / "data.txt").write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), ArtifactWriter(out, kind="pool", stage="s") as art:
+        (art.path / "data.txt").write_text("half")
+        raise RuntimeError("boom")
     assert (out / "data.txt").read_text() == "first"
     read_artifact(out)  # still verifies
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
@@ -75,10 +78,9 @@ def test_failure_leaves_previous_artifact_intact(tmp_path: Path) -> None:
 
 def test_failure_on_fresh_target_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "new"
-    with pytest.raises(ValueError):
-        with ArtifactWriter(out, kind="pool", stage="s") as art:
-            (art.path / "x").write_text("x")
-            raise ValueError("bad")
+    with pytest.raises(ValueError), ArtifactWriter(out, kind="pool", stage="s") as art:
+        (art.path / "x").write_text("x")
+        raise ValueError("bad")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -94,16 +96,20 @@ def test_rerun_replaces_and_kfp_empty_dir_is_accepted(tmp_path: Path) -> None:
 
 def test_resume_keeps_staging_on_failure(tmp_path: Path) -> None:
     out = tmp_path / "a"
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(out, kind="candidates", stage="s", resume=True) as art:
-            (art.path / "done-1.png").write_text("1")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), ArtifactWriter(out, kind="candidates", stage="s", resume=True) as art:
+        (art.path / "done-1.png").write_text("1")
+        raise RuntimeError("interrupted")
     staging = tmp_path / ".a.partial"
     assert (staging / "done-1.png").exists() and not out.exists()
     with ArtifactWriter(out, kind="candidates", stage="s", resume=True) as art:
         assert (art.path / "done-1.png").exists()  # earlier work is visible to the rerun
         (art.path / "done-2.png").write_text("2")
-    assert sorted(p.name for p in out.iterdir()) == ["done-1.png", "done-2.png", "manifest.json", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "done-1.png",
+        "done-2.png",
+        "manifest.json",
+        "metrics.json",
+    ]
     assert not staging.exists()
 
 

@@ -44,7 +44,9 @@ def test_specs_carry_no_secrets_and_read_the_token_from_a_secret(compiled: Path)
     text = (compiled / "end_to_end.yaml").read_text()
     spec = yaml.safe_load(text)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert not [p for p in params if "token" in p.lower() or "api_key" in p.lower() or "password" in p.lower()]
+    assert not [
+        p for p in params if "token" in p.lower() or "api_key" in p.lower() or "password" in p.lower()
+    ]
     assert "secretName: label-studio-api" in text and "envVar: LABEL_STUDIO_API_KEY" in text
 
 
@@ -58,10 +60,18 @@ def test_gpu_stages_request_gpus(compiled: Path) -> None:
 @pytest.mark.slow
 def test_local_end_to_end_run(tmp_path: Path) -> None:
     # two generation shards exercise the ParallelFor fan-out and the merge
-    params = {"synth_items": 24, "select_size": 12, "generate_num_candidates": 4, "generate_shards": 2, "reward_max_steps": 20}
+    params = {
+        "synth_items": 24,
+        "select_size": 12,
+        "generate_num_candidates": 4,
+        "generate_shards": 2,
+        "reward_max_steps": 20,
+    }
     summary = run_local("end_to_end", tmp_path, params)
     stages = summary["stages"]
-    assert set(stages) == {STAGE_NAMES.get(t, t) for t in STAGE_OUTPUTS}, f"stages collected: {sorted(stages)}"
+    assert set(stages) == {STAGE_NAMES.get(t, t) for t in STAGE_OUTPUTS}, (
+        f"stages collected: {sorted(stages)}"
+    )
     for stage, output_kind in {
         "build_zoo": "zoo",
         "synthesize_pool": "pool",

@@ -57,7 +57,10 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
         (lambda d: d["generate"].update(num_candidates=0), r"generate.num_candidates: must be > 0"),
         (lambda d: d.pop("models"), r"custom.yaml: models: required key is missing"),
         (lambda d: d["models"].pop("clip"), r"models.clip: required key is missing"),
-        (lambda d: d["models"]["generator"].update(family="unet"), r"models.generator.family: expected 'flux_fill'"),
+        (
+            lambda d: d["models"]["generator"].update(family="unet"),
+            r"models.generator.family: expected 'flux_fill'",
+        ),
         (lambda d: d.update(image_size=60), r"image_size: must be a multiple of 16"),
         (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected 'full' or 'lora'"),
     ],
@@ -72,7 +75,9 @@ def test_invalid_profiles_name_the_key(tmp_path: Path, mutate, pattern: str) -> 
 def test_missing_model_folder(tmp_path: Path) -> None:
     data = yaml.safe_load(yaml.safe_dump(TINY))
     data["models"]["reward_model"] = {"ref": str(tmp_path / "no-such-model")}
-    with pytest.raises(ProfileError, match=r"models.reward_model.ref: model folder .*no-such-model does not exist"):
+    with pytest.raises(
+        ProfileError, match=r"models.reward_model.ref: model folder .*no-such-model does not exist"
+    ):
         load_profile(_write(tmp_path, data))
 
 
@@ -96,9 +101,19 @@ def test_unknown_profile_name_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_task_table_matches_the_paper() -> None:
     assert set(TASKS) == {"image_fill", "image_extend", "object_removal"}
-    assert dimensions_for("image_fill", "a red circle") == ("text_alignment", "consistency", "structure", "aesthetics")
+    assert dimensions_for("image_fill", "a red circle") == (
+        "text_alignment",
+        "consistency",
+        "structure",
+        "aesthetics",
+    )
     assert dimensions_for(IMAGE_EXTEND, None) == ("consistency", "structure", "aesthetics")
-    assert dimensions_for(IMAGE_EXTEND, "a sky") == ("text_alignment", "consistency", "structure", "aesthetics")
+    assert dimensions_for(IMAGE_EXTEND, "a sky") == (
+        "text_alignment",
+        "consistency",
+        "structure",
+        "aesthetics",
+    )
     assert dimensions_for(OBJECT_REMOVAL, "ignored") == ("removal_quality",)
     assert effective_prompt(OBJECT_REMOVAL, None) == "remove the specified object"
     assert effective_prompt(IMAGE_EXTEND, "  ") == "extend the image naturally"

@@ -22,7 +22,9 @@ def test_zoo_has_every_model_in_hf_format(tiny_zoo: Path) -> None:
     for folder in ZOO_MODELS:
         files = [p for p in (tiny_zoo / folder).rglob("*") if p.is_file()]
         assert any(p.suffix == ".safetensors" for p in files), f"{folder}: no safetensors weights"
-        assert not any(p.suffix in (".bin", ".pt", ".pkl", ".pth") for p in files), f"{folder}: pickle weights"
+        assert not any(p.suffix in (".bin", ".pt", ".pkl", ".pth") for p in files), (
+            f"{folder}: pickle weights"
+        )
     prof = load_profile("tiny")
     for folder, (key, _) in ZOO_MODELS.items():
         assert prof.resolve_model(key, tiny_zoo) == str(tiny_zoo / folder)
@@ -89,7 +91,16 @@ def test_each_model_loads_and_runs(tiny_zoo: Path) -> None:
 
     vlm = reward_vlm.load(str(tiny_zoo / "reward_vlm"))
     assert vlm.yes_id != vlm.no_id
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Is the first better?"}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "image"},
+                {"type": "text", "text": "Is the first better?"},
+            ],
+        }
+    ]
     text = vlm.processor.apply_chat_template(messages, add_generation_prompt=True)
     batch = vlm.processor(text=[text], images=[source, source], return_tensors="pt")
     with torch.no_grad():

@@ -316,7 +316,9 @@ def read_artifact(
     if kind is not None:
         wanted = (kind,) if isinstance(kind, str) else tuple(kind)
         if got_kind not in wanted:
-            raise ArtifactError(f"{what}: {mpath} field 'kind' is {got_kind!r}; expected {' or '.join(wanted)}")
+            raise ArtifactError(
+                f"{what}: {mpath} field 'kind' is {got_kind!r}; expected {' or '.join(wanted)}"
+            )
     if data["schema_version"] != SCHEMAS[got_kind]:
         raise ArtifactError(
             f"{what}: {mpath} field 'schema_version' is {data['schema_version']} for kind {got_kind!r}; "

@@ -46,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
     """Every (nested) subcommand parser by its full name, e.g. ``"zoo build"``."""
     parser = parser or build_parser()

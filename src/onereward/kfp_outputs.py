@@ -22,9 +22,7 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten_metrics(value, prefix=f"{name}."))
-        elif isinstance(value, bool):
-            flat[name] = float(value)
-        elif isinstance(value, (int, float)):
+        elif isinstance(value, bool) or isinstance(value, (int, float)):
             flat[name] = float(value)
     return flat
 
@@ -41,7 +39,9 @@ def publish(artifact: Any, report: Any = None, metrics: Any = None) -> dict[str,
         if src.exists():
             shutil.copyfile(src, dst)
         else:
-            dst.write_text(f"<html><body><h1>{manifest.producer.get('stage')}</h1><pre>{stage_metrics}</pre></body></html>")
+            dst.write_text(
+                f"<html><body><h1>{manifest.producer.get('stage')}</h1><pre>{stage_metrics}</pre></body></html>"
+            )
     if metrics is not None:
         for key, value in flatten_metrics(stage_metrics).items():
             metrics.log_metric(key, value)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="compile or run the KFP pipelines", description="Compile or run the KFP pipelines.")
+    p = sub.add_parser(
+        "pipeline", help="compile or run the KFP pipelines", description="Compile or run the KFP pipelines."
+    )
     psub = p.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
     psub.required = True
     c = psub.add_parser(
@@ -32,11 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     r.add_argument("name", help="pipeline name: collect, train or end_to_end")
-    r.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of this command)")
+    r.add_argument(
+        "--local", action="store_true", required=True, help="run locally (the only mode of this command)"
+    )
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
+    r.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)"
+    )
     r.set_defaults(func=_run)
-    ls = psub.add_parser("list", help="list pipelines and their parameters", description="List pipelines and parameters.")
+    ls = psub.add_parser(
+        "list", help="list pipelines and their parameters", description="List pipelines and parameters."
+    )
     ls.set_defaults(func=_list)
 
     d = sub.add_parser(
@@ -48,10 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    d.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
+    d.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter"
+    )
     d.set_defaults(func=_demo)
 
-    pr = sub.add_parser("profile", help="show or validate a profile", description="Validate a profile and print it.")
+    pr = sub.add_parser(
+        "profile", help="show or validate a profile", description="Validate a profile and print it."
+    )
     pr.add_argument("name", help="profile name (tiny, full) or YAML path")
     pr.set_defaults(func=_profile)
 
@@ -75,8 +87,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from onereward_kfp.pipelines.runner import pipeline_parameters
     from onereward_kfp.pipelines.definitions import PIPELINES
+    from onereward_kfp.pipelines.runner import pipeline_parameters
 
     for name in PIPELINES:
         print(name)

@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_table(path: str | os.PathLike[str], rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> None:
+def write_table(
+    path: str | os.PathLike[str], rows: list[dict[str, Any]], schema: pa.Schema | None = None
+) -> None:
     """Write ``rows`` to a Parquet file atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +32,9 @@ def write_table(path: str | os.PathLike[str], rows: list[dict[str, Any]], schema
     os.replace(tmp, path)
 
 
-def read_table(path: str | os.PathLike[str], *, required: tuple[str, ...] = (), what: str = "table") -> list[dict]:
+def read_table(
+    path: str | os.PathLike[str], *, required: tuple[str, ...] = (), what: str = "table"
+) -> list[dict]:
     """Read a Parquet file into a list of dicts; ``required`` columns must exist (clear error otherwise)."""
     path = Path(path)
     if not path.is_file():

@@ -48,7 +48,9 @@ def build_zoo(profile: str | Profile, out: str | os.PathLike[str], *, seed: int 
             ref = prof.model_ref(key)
             if ref.ref.startswith("zoo:"):
                 if ref.ref[4:] != folder:
-                    raise ArtifactError(f"{prof.source}: models.{key}.ref: expected 'zoo:{folder}', got {ref.ref!r}")
+                    raise ArtifactError(
+                        f"{prof.source}: models.{key}.ref: expected 'zoo:{folder}', got {ref.ref!r}"
+                    )
                 module = importlib.import_module(module_name)
                 t0 = time.perf_counter()
                 module.build_tiny(art.path / folder, seed=seed)

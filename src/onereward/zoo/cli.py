@@ -30,5 +30,7 @@ def _build(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     manifest = build_zoo(args.profile, args.out, seed=args.seed)
-    print(f"zoo: {manifest.path} ({manifest.counts.get('n_models_built', 0)} models built in {time.perf_counter() - t0:.1f}s)")
+    print(
+        f"zoo: {manifest.path} ({manifest.counts.get('n_models_built', 0)} models built in {time.perf_counter() - t0:.1f}s)"
+    )
     return 0
