@@ -12,7 +12,8 @@ LABEL_STUDIO_VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="${1:-${ONEREWARD_LABEL_STUDIO_VENV:-$REPO_ROOT/.venv-labelstudio}}"
 MARKER="$VENV_DIR/.onereward-label-studio-$LABEL_STUDIO_VERSION"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 if [[ -f "$MARKER" && -x "$VENV_DIR/bin/label-studio" ]]; then
   echo "label-studio $LABEL_STUDIO_VERSION already installed in $VENV_DIR"
