@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "pipelines" / "compiled"
 
 
+def _spec(path: Path) -> dict:
+    """The pipeline spec (first YAML document; kfp-kubernetes appends the platform spec)."""
+    return next(yaml.safe_load_all(path.read_text()))
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compiled")
@@ -26,7 +31,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_pipeline_compiles(compiled: Path) -> None:
     for name in PIPELINES:
-        spec = yaml.safe_load((compiled / f"{name}.yaml").read_text())
+        spec = _spec(compiled / f"{name}.yaml")
         assert spec["pipelineInfo"]["name"] == name.replace("_", "-")
         assert spec["root"]["inputDefinitions"]["parameters"], "pipelines expose typed parameters"
 
@@ -42,7 +47,7 @@ def test_committed_specs_are_current(compiled: Path) -> None:
 
 def test_specs_carry_no_secrets_and_read_the_token_from_a_secret(compiled: Path) -> None:
     text = (compiled / "end_to_end.yaml").read_text()
-    spec = yaml.safe_load(text)
+    spec = _spec(compiled / "end_to_end.yaml")
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert not [
         p for p in params if "token" in p.lower() or "api_key" in p.lower() or "password" in p.lower()
@@ -51,7 +56,7 @@ def test_specs_carry_no_secrets_and_read_the_token_from_a_secret(compiled: Path)
 
 
 def test_gpu_stages_request_gpus(compiled: Path) -> None:
-    spec = yaml.safe_load((compiled / "end_to_end.yaml").read_text())
+    spec = _spec(compiled / "end_to_end.yaml")
     executors = spec["deploymentSpec"]["executors"]
     gpu = {k for k, v in executors.items() if v["container"].get("resources", {}).get("accelerator")}
     assert {"exec-generate-candidates", "exec-train-reward-model", "exec-select-subset"} <= gpu

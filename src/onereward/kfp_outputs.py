@@ -22,7 +22,7 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten_metrics(value, prefix=f"{name}."))
-        elif isinstance(value, bool) or isinstance(value, (int, float)):
+        elif isinstance(value, (bool, int, float)):
             flat[name] = float(value)
     return flat
 
