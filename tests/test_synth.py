@@ -199,6 +199,7 @@ def test_task_mix_is_configurable(tmp_path: Path) -> None:
         ({"n_items": -3}, "--items"),
         ({"image_size": 50}, "--image-size"),
         ({"image_size": 16}, "--image-size"),
+        ({"seed": -1}, "--seed"),
     ],
 )
 def test_bad_input_names_the_flag_and_writes_nothing(tmp_path: Path, kwargs: dict, flag: str) -> None:

@@ -34,13 +34,14 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
 
 from onereward import tasks
 from onereward.artifacts import ArtifactWriter, Manifest
@@ -88,6 +89,7 @@ BACKGROUND_PHRASES: dict[str, str] = {
 WORDS: tuple[str, ...] = ("OPEN", "STOP", "EXIT", "HOTEL", "TAXI", "WIFI")
 CANVAS_GREY = 127  # new area of an image_extend canvas
 
+REPORT_ITEMS_PER_TASK = 6  # items per task in report.html's montage
 DEFAULT_TASK_MIX: dict[str, float] = {
     tasks.IMAGE_FILL: 0.4,
     tasks.IMAGE_EXTEND: 0.3,
@@ -541,12 +543,76 @@ def _allocate(n: int, mix: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def check_pool_inputs(n_items: int, image_size: int) -> None:
-    """Raise :class:`InputError` for an item count < 1 or an image size that is not a multiple of 16."""
+def check_pool_inputs(n_items: int, image_size: int, seed: int = 0) -> None:
+    """Raise :class:`InputError` for an item count < 1, an image size that is not a multiple of 16
+    (or below 32) or a negative seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"--seed (seed): must be an integer >= 0, got {seed!r}")
     if isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1:
         raise InputError(f"--items (n_items): must be an integer >= 1, got {n_items!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32 or image_size % 16:
         raise InputError(f"--image-size (image_size): must be a multiple of 16 and >= 32, got {image_size!r}")
+
+
+def iter_items(
+    n_items: int,
+    seed: int,
+    image_size: int = 64,
+    *,
+    task_mix: Mapping[str, float] | None = None,
+    text_fraction: float = 0.25,
+    extend_prompt_fraction: float = 0.5,
+) -> Iterator[dict[str, Any]]:
+    """Yield ``n_items`` items one at a time (deterministic for ``seed``); see :func:`sample_items`.
+
+    The inputs are checked before the first item is yielded.
+    """
+    check_pool_inputs(n_items, image_size, seed)
+    mix = dict(DEFAULT_TASK_MIX if task_mix is None else task_mix)
+    for t, p in mix.items():
+        tasks.check_task(t, where="task_mix")
+        if p < 0:
+            raise InputError(f"task_mix[{t}]: must be >= 0, got {p}")
+    if sum(mix.values()) <= 0:
+        raise InputError("task_mix: at least one task needs a positive weight")
+    for name, frac in (("text_fraction", text_fraction), ("extend_prompt_fraction", extend_prompt_fraction)):
+        if not 0.0 <= frac <= 1.0:
+            raise InputError(f"{name}: must be in [0, 1], got {frac}")
+    return _generate(n_items, seed, image_size, mix, text_fraction, extend_prompt_fraction)
+
+
+def _generate(
+    n_items: int,
+    seed: int,
+    image_size: int,
+    mix: Mapping[str, float],
+    text_fraction: float,
+    extend_prompt_fraction: float,
+) -> Iterator[dict[str, Any]]:
+    counts = _allocate(n_items, mix)
+    n_text = int(round(counts.get(tasks.IMAGE_FILL, 0) * text_fraction))
+    if text_fraction > 0 and n_text == 0 and counts.get(tasks.IMAGE_FILL, 0) >= 2:
+        n_text = 1
+    n_ext_prompt = int(round(counts.get(tasks.IMAGE_EXTEND, 0) * extend_prompt_fraction))
+    kinds: list[tuple[str, bool]] = (
+        [(tasks.IMAGE_FILL, i < n_text) for i in range(counts.get(tasks.IMAGE_FILL, 0))]
+        + [(tasks.IMAGE_EXTEND, i < n_ext_prompt) for i in range(counts.get(tasks.IMAGE_EXTEND, 0))]
+        + [(tasks.OBJECT_REMOVAL, False) for _ in range(counts.get(tasks.OBJECT_REMOVAL, 0))]
+    )
+    order = np.random.default_rng([seed, 0]).permutation(len(kinds))
+    for i, k in enumerate(order):
+        task, flag = kinds[int(k)]
+        # One generator per item: an item's scene depends on (seed, position) only.
+        rng = np.random.default_rng([seed, 1, i])
+        if task == tasks.IMAGE_FILL:
+            item = _make_fill(rng, image_size, text=flag)
+        elif task == tasks.IMAGE_EXTEND:
+            item = _make_extend(rng, image_size, with_prompt=flag)
+        else:
+            item = _make_removal(rng, image_size)
+        item["item_id"] = f"syn{seed}-{i:05d}"
+        item["meta"]["task"] = task
+        yield item
 
 
 def sample_items(
@@ -565,43 +631,16 @@ def sample_items(
     ``text_fraction`` is the share of fill items with a text-rendering prompt and
     ``extend_prompt_fraction`` the share of extend items with a prompt.
     """
-    check_pool_inputs(n_items, image_size)
-    mix = dict(DEFAULT_TASK_MIX if task_mix is None else task_mix)
-    for t, p in mix.items():
-        tasks.check_task(t, where="task_mix")
-        if p < 0:
-            raise InputError(f"task_mix[{t}]: must be >= 0, got {p}")
-    if sum(mix.values()) <= 0:
-        raise InputError("task_mix: at least one task needs a positive weight")
-    for name, frac in (("text_fraction", text_fraction), ("extend_prompt_fraction", extend_prompt_fraction)):
-        if not 0.0 <= frac <= 1.0:
-            raise InputError(f"{name}: must be in [0, 1], got {frac}")
-    counts = _allocate(n_items, mix)
-    n_text = int(round(counts.get(tasks.IMAGE_FILL, 0) * text_fraction))
-    if text_fraction > 0 and n_text == 0 and counts.get(tasks.IMAGE_FILL, 0) >= 2:
-        n_text = 1
-    n_ext_prompt = int(round(counts.get(tasks.IMAGE_EXTEND, 0) * extend_prompt_fraction))
-    kinds: list[tuple[str, bool]] = (
-        [(tasks.IMAGE_FILL, i < n_text) for i in range(counts.get(tasks.IMAGE_FILL, 0))]
-        + [(tasks.IMAGE_EXTEND, i < n_ext_prompt) for i in range(counts.get(tasks.IMAGE_EXTEND, 0))]
-        + [(tasks.OBJECT_REMOVAL, False) for _ in range(counts.get(tasks.OBJECT_REMOVAL, 0))]
+    return list(
+        iter_items(
+            n_items,
+            seed,
+            image_size,
+            task_mix=task_mix,
+            text_fraction=text_fraction,
+            extend_prompt_fraction=extend_prompt_fraction,
+        )
     )
-    order = np.random.default_rng([seed, 0]).permutation(len(kinds))
-    items = []
-    for i, k in enumerate(order):
-        task, flag = kinds[int(k)]
-        # One generator per item: an item does not change when the pool grows.
-        rng = np.random.default_rng([seed, 1, i])
-        if task == tasks.IMAGE_FILL:
-            item = _make_fill(rng, image_size, text=flag)
-        elif task == tasks.IMAGE_EXTEND:
-            item = _make_extend(rng, image_size, with_prompt=flag)
-        else:
-            item = _make_removal(rng, image_size)
-        item["item_id"] = f"syn{seed}-{i:05d}"
-        item["meta"]["task"] = task
-        items.append(item)
-    return items
 
 
 def make_pool(
@@ -625,7 +664,7 @@ def make_pool(
     ``masks=False`` writes ``mask`` null for image_fill / image_extend items (select_subset then
     makes masks); object_removal items always have masks. See :func:`sample_items` for the rest.
     """
-    check_pool_inputs(n_items, image_size)
+    check_pool_inputs(n_items, image_size, seed)
     params = {
         "n_items": n_items,
         "seed": seed,
@@ -636,35 +675,40 @@ def make_pool(
         "extend_prompt_fraction": extend_prompt_fraction,
     }
     with ArtifactWriter(out_dir, kind="pool", stage="synth", parameters=params) as art:
+        rows = []
+        shown: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks.TASKS}
+        n_text = n_ext_prompt = 0
+        generated = iter_items(
+            n_items,
+            seed,
+            image_size,
+            task_mix=task_mix,
+            text_fraction=text_fraction,
+            extend_prompt_fraction=extend_prompt_fraction,
+        )
+        # Items are written as they are made: memory stays flat for large pools.
         with Throughput("items") as tp, art.timer("render_s"):
-            items = sample_items(
-                n_items,
-                seed,
-                image_size,
-                task_mix=task_mix,
-                text_fraction=text_fraction,
-                extend_prompt_fraction=extend_prompt_fraction,
-            )
-            rows = []
-            for item in items:
+            for item in tqdm(generated, total=n_items, desc="synth", unit="item", disable=n_items < 500):
                 rows.append(_write_item(art.path, item, masks))
+                n_text += item["meta"].get("prompted") == "text"
+                n_ext_prompt += item["task"] == tasks.IMAGE_EXTEND and bool(item["prompt"])
+                if len(shown[item["task"]]) < REPORT_ITEMS_PER_TASK:
+                    shown[item["task"]].append(item)
                 tp.add(1)
         write_table(art.path / "items.parquet", rows, schema=POOL_SCHEMA)
         counts = Counter(r["task"] for r in rows)
         per_task = {t: int(counts.get(t, 0)) for t in tasks.TASKS}
-        n_text = sum(1 for it in items if it["meta"].get("prompted") == "text")
-        n_ext_prompt = sum(1 for it in items if it["task"] == tasks.IMAGE_EXTEND and it["prompt"])
         art.counts.update({"n_items": len(rows), **{f"n_{t}": c for t, c in per_task.items()}})
         art.metrics.update(
             {
                 "n_items": len(rows),
                 "counts": per_task,
-                "n_text_prompts": n_text,
-                "n_extend_with_prompt": n_ext_prompt,
+                "n_text_prompts": int(n_text),
+                "n_extend_with_prompt": int(n_ext_prompt),
                 "items_per_second": round(tp.rate, 2),
             }
         )
-        _write_report(art.path, items, per_task)
+        _write_report(art.path, shown, per_task)
     log.info("synth: wrote %d items to %s (%s)", len(rows), out_dir, tp)
     assert art.manifest is not None
     return art.manifest
@@ -712,8 +756,9 @@ def _write_item(root: Path, item: Mapping[str, Any], masks: bool) -> dict[str, A
 
 
 def _write_report(
-    root: Path, items: Sequence[Mapping[str, Any]], per_task: Mapping[str, int], per_task_shown: int = 6
+    root: Path, shown: Mapping[str, Sequence[Mapping[str, Any]]], per_task: Mapping[str, int]
 ) -> None:
+    """report.html: counts and a montage per task (source | mask | target) of the first items."""
     from onereward.report import html_table, img_tag, png_data_uri, write_html_report
 
     sections = [
@@ -725,9 +770,8 @@ def _write_report(
         )
     ]
     for task in tasks.TASKS:
-        shown = [it for it in items if it["task"] == task][:per_task_shown]
         rows = []
-        for it in shown:
+        for it in shown.get(task, []):
             rows.append(
                 [
                     it["item_id"],
