@@ -82,18 +82,24 @@ def _components(
     scheduler_cfg: dict[str, Any],
     *,
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Instantiate every pipeline component from configs (random weights, current torch RNG)."""
+    """Instantiate every pipeline component from configs (random weights, current torch RNG).
+
+    ``device``: where parameters are created and initialised (a GPU initialises a full-size model
+    in seconds; the CPU takes minutes).
+    """
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build large parts directly in the target dtype (memory)
     try:
-        transformer = FluxTransformer2DModel(**transformer_cfg)
-        vae = AutoencoderKL(**vae_cfg)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
-        text_encoder_2 = T5EncoderModel(T5Config(**t5_cfg))
+        with torch.device(device):
+            transformer = FluxTransformer2DModel(**transformer_cfg)
+            vae = AutoencoderKL(**vae_cfg)
+            text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
+            text_encoder_2 = T5EncoderModel(T5Config(**t5_cfg))
     finally:
         torch.set_default_dtype(default_dtype)
     return {
@@ -198,6 +204,7 @@ def real_shape_components(
     t5_vocab_size: int | None = None,
     vae_layers_per_block: int | None = None,
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Components with FLUX.1-Fill-dev's published widths and channel counts but cut depth.
@@ -205,7 +212,8 @@ def real_shape_components(
     Every width, head count, channel count (16 latent channels, 384 fill inputs, 64 outputs),
     RoPE axes and the T5/CLIP widths are the published ones; only the number of blocks (and,
     when ``t5_vocab_size`` is given, the T5 vocabulary, which is a plain embedding table of
-    32128 x 4096 in the real model) is reduced. The tokenizers are our offline ones; their ids
+    32128 x 4096 in the real model) is reduced; pass the published depths (19, 38, 12, 24) for the
+    full-size architecture (the GPU benchmark does, with ``device="cuda"``). The tokenizers are our offline ones; their ids
     fit both vocabularies.
     """
     transformer_cfg = published_config("transformer")
@@ -233,7 +241,13 @@ def real_shape_components(
     try:
         torch.manual_seed(seed)
         comps = _components(
-            transformer_cfg, vae_cfg, clip_cfg, t5_cfg, published_config("scheduler"), dtype=dtype
+            transformer_cfg,
+            vae_cfg,
+            clip_cfg,
+            t5_cfg,
+            published_config("scheduler"),
+            dtype=dtype,
+            device=device,
         )
     finally:
         torch.random.set_rng_state(state)

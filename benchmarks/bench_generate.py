@@ -1,0 +1,255 @@
+"""generate_candidates throughput: our batched samplers vs a naive per-candidate diffusers loop.
+
+Tiny profile (CPU or GPU): a synthetic pool, candidate parameters sampled by the stage's own
+``sample_specs``; for each family, our sampler over all candidates vs one diffusers pipeline call
+per candidate with the same seed and settings, side by side, with the largest pixel difference
+between the two outputs. ``FluxFillPipeline`` has no true CFG or negative prompt, so the flux
+comparison runs at cfg 1 (distilled guidance only); a third row times ours with true CFG and
+negative prompts (no diffusers counterpart). ``StableDiffusionInpaintPipeline`` takes negative
+prompts and CFG, so the sd comparison uses the sampled values as they are. Target: >= 2x.
+
+With CUDA: the full-size FLUX.1-Fill-dev architecture (published configs, all 19 + 38 blocks,
+CLIP-L, T5-XXL, the real VAE) with random bf16 weights, seconds per candidate and peak GPU memory
+at 512 and 1024 px through our sampler (true CFG, so two transformer rows per candidate). Without
+CUDA that part is skipped and says so.
+
+Usage: ``python benchmarks/bench_generate.py [--items 16] [--candidates 4] [--gpu-steps 28]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import peak_rss_mb, print_table, write_results  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from onereward import tasks  # noqa: E402
+from onereward.generate.sampler import CandidateSpec, ItemCondition  # noqa: E402
+from onereward.generate.stage import parse_negative_prompts, sample_specs  # noqa: E402
+from onereward.imageio import load_mask, load_rgb  # noqa: E402
+from onereward.profile import load_profile  # noqa: E402
+from onereward.tables import read_table  # noqa: E402
+
+
+def _pool(root: Path, n_items: int) -> tuple[dict[str, ItemCondition], list[dict[str, Any]]]:
+    from onereward.synth.world import make_pool
+
+    make_pool(root / "pool", n_items, seed=0)
+    rows = read_table(root / "pool" / "items.parquet")
+    items = {
+        r["item_id"]: ItemCondition(
+            r["item_id"], load_rgb(root / "pool" / r["image"]), load_mask(root / "pool" / r["mask"])
+        )
+        for r in rows
+    }
+    return items, rows
+
+
+def _specs(rows: list[dict[str, Any]], family: str, n: int, *, true_cfg: bool) -> list[CandidateSpec]:
+    gen = load_profile("tiny").generate
+    specs = []
+    for r in rows:
+        specs += sample_specs(
+            r["item_id"],
+            tasks.effective_prompt(r["task"], r["prompt"]),
+            family=family,
+            num_candidates=n,
+            seed=0,
+            min_steps=gen.min_steps,
+            max_steps=gen.max_steps,
+            cfg_min=2.0,
+            cfg_max=6.0,
+            strength_min=0.6,
+            strength_max=1.0,
+            negative_prompts=parse_negative_prompts("none;nsfw;blurry;low quality"),
+            guidance=1.0,
+        )
+    if not true_cfg:  # FluxFillPipeline cannot do true CFG: compare at cfg 1 without negatives
+        specs = [dataclasses.replace(s, cfg_scale=1.0, negative_prompt="") for s in specs]
+    return specs
+
+
+def _naive(
+    pipe: Any, family: str, items: dict[str, ItemCondition], specs: list[CandidateSpec], seq: int
+) -> list:
+    out = []
+    for s in specs:
+        item = items[s.item_id]
+        h, w = item.mask.shape
+        kwargs: dict[str, Any] = {
+            "prompt": s.prompt,
+            "image": Image.fromarray(item.image),
+            "mask_image": Image.fromarray(item.mask.astype(np.uint8) * 255),
+            "height": h,
+            "width": w,
+            "num_inference_steps": s.steps,
+            "strength": s.strength,
+            "generator": torch.Generator().manual_seed(s.seed),
+        }
+        if family == "flux_fill":
+            kwargs.update(guidance_scale=s.guidance, max_sequence_length=seq)
+        else:
+            kwargs.update(guidance_scale=s.cfg_scale, negative_prompt=s.negative_prompt or None)
+        out.append(np.asarray(pipe(**kwargs).images[0]))
+    return out
+
+
+def _timed(fn, n: int) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    result = fn()
+    return result, n / (time.perf_counter() - t0)
+
+
+def tiny(n_items: int, n_cand: int, device: str) -> list[dict[str, Any]]:
+    from onereward.generate.flux_sampler import FluxFillSampler
+    from onereward.generate.sd_sampler import SDInpaintSampler
+    from onereward.models import flux_fill, sd_inpaint
+
+    gen = load_profile("tiny").generate
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        items, rows = _pool(root, n_items)
+        flux_fill.build_tiny(root / "flux", seed=0)
+        sd_inpaint.build_tiny(root / "sd", seed=0)
+        cases = [
+            ("flux_fill", flux_fill.load(root / "flux", device=device), FluxFillSampler, False),
+            ("flux_fill", None, FluxFillSampler, True),
+            ("sd_inpaint", sd_inpaint.load(root / "sd", device=device), SDInpaintSampler, True),
+        ]
+        flux_pipe = cases[0][1]
+        for family, pipe, sampler_cls, true_cfg in cases:
+            pipe = pipe or flux_pipe
+            specs = _specs(rows, family, n_cand, true_cfg=true_cfg)
+            sampler = sampler_cls(
+                pipe, max_sequence_length=gen.max_sequence_length, batch_size=gen.batch_size
+            )
+            first = next(iter(items))
+            sampler.sample({first: items[first]}, [s for s in specs if s.item_id == first])  # warm-up
+            ours, ours_rate = _timed(
+                lambda sampler=sampler, specs=specs: sampler.sample(items, specs), len(specs)
+            )
+            row = {
+                "family": family,
+                "true_cfg_and_negatives": true_cfg,
+                "candidates": len(specs),
+                "ours_cand_per_s": round(ours_rate, 2),
+                "naive_cand_per_s": None,
+                "speedup": None,
+                "max_pixel_diff": None,
+            }
+            if not (family == "flux_fill" and true_cfg):
+                _naive(pipe, family, items, specs[:1], gen.max_sequence_length)  # warm-up
+                naive, naive_rate = _timed(
+                    lambda pipe=pipe, family=family, specs=specs: _naive(
+                        pipe, family, items, specs, gen.max_sequence_length
+                    ),
+                    len(specs),
+                )
+                row.update(
+                    naive_cand_per_s=round(naive_rate, 2),
+                    speedup=round(ours_rate / naive_rate, 2),
+                    max_pixel_diff=int(
+                        max(
+                            np.abs(a.astype(int) - b.astype(int)).max()
+                            for a, b in zip(ours, naive, strict=True)
+                        )
+                    ),
+                )
+            rows_out.append(row)
+    return rows_out
+
+
+def gpu_full(steps: int, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Full-size FLUX.1-Fill-dev (random bf16 weights) through our sampler on CUDA."""
+    from onereward.generate.flux_sampler import FluxFillSampler
+    from onereward.models import flux_fill
+
+    comps = flux_fill.real_shape_components(
+        num_layers=19, num_single_layers=38, clip_layers=12, t5_layers=24, dtype=torch.bfloat16, device="cuda"
+    )
+    pipe = flux_fill.pipeline_from_components(comps)
+    sampler = FluxFillSampler(pipe, max_sequence_length=512, batch_size=1)
+    out = []
+    for size in sizes:
+        rng = np.random.default_rng(0)
+        mask = np.zeros((size, size), bool)
+        mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
+        item = ItemCondition("g", (rng.random((size, size, 3)) * 255).astype(np.uint8), mask)
+        spec = CandidateSpec("g", 0, "a red circle", "blurry", steps, 4.0, 1.0, 0, 1.0)
+        sampler.sample({"g": item}, [dataclasses.replace(spec, steps=2)])  # warm-up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        sampler.sample({"g": item}, [spec])
+        torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+        out.append(
+            {
+                "size_px": size,
+                "steps": steps,
+                "true_cfg": True,
+                "seconds_per_candidate": round(secs, 3),
+                "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                "device": torch.cuda.get_device_name(0),
+            }
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=16)
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--gpu-steps", type=int, default=28)
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tiny_rows = tiny(args.items, args.candidates, device)
+    print_table(
+        f"generate_candidates, tiny profile on {device} ({args.items} items x {args.candidates} candidates, 64 px)",
+        ["family", "true CFG+neg", "cands", "ours/s", "naive/s", "speedup", "max px diff"],
+        [
+            [
+                r["family"],
+                r["true_cfg_and_negatives"],
+                r["candidates"],
+                r["ours_cand_per_s"],
+                r["naive_cand_per_s"] if r["naive_cand_per_s"] is not None else "n/a",
+                r["speedup"] if r["speedup"] is not None else "n/a",
+                r["max_pixel_diff"] if r["max_pixel_diff"] is not None else "n/a",
+            ]
+            for r in tiny_rows
+        ],
+    )
+    result: dict[str, Any] = {
+        "tiny": tiny_rows,
+        "tiny_device": device,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if torch.cuda.is_available():
+        gpu_rows = gpu_full(args.gpu_steps, (512, 1024))
+        print_table(
+            "FLUX.1-Fill-dev full size, random bf16 weights, our sampler (true CFG)",
+            ["px", "steps", "s/candidate", "peak GPU GB"],
+            [[r["size_px"], r["steps"], r["seconds_per_candidate"], r["peak_gpu_mem_gb"]] for r in gpu_rows],
+        )
+        result["gpu_full"] = gpu_rows
+    else:
+        print("full-size FLUX.1-Fill-dev on GPU: skipped (CUDA not available)", flush=True)
+        result["gpu_full"] = "skipped: CUDA not available"
+    write_results("generate", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
