@@ -83,7 +83,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:0.8em 0}
 td,th{border:1px solid #ccc;padding:4px 6px;font-size:13px;vertical-align:top}
 th{background:#f3f3f3}
-img{image-rendering:pixelated;max-width:200px}
+img{image-rendering:pixelated;max-width:100%}
 h1{font-size:20px} h2{font-size:16px;margin-top:1.4em}
 .small{font-size:11px;color:#555}
 """
