@@ -88,7 +88,22 @@ _CONFLICTS = [
     {"missing_object", "wrong_word"},
     {"object_left", "partial_removal"},
     {"object_left", "other_object"},
-    {"partial_fill", "flat_fill"},
+    {"partial_removal", "other_object"},
+    # A flat fill paints over the whole mask: content degradations would not show.
+    *(
+        {"flat_fill", other}
+        for other in (
+            "partial_fill",
+            "object_left",
+            "partial_removal",
+            "other_object",
+            "wrong_colour",
+            "wrong_shape",
+            "wrong_word",
+            "missing_object",
+            "broken_structure",
+        )
+    ),
 ]
 
 
@@ -267,7 +282,7 @@ def _render_scene_degradations(
 
 
 def _sub_box(rng: np.random.Generator, mask: np.ndarray, fraction: float) -> np.ndarray:
-    """Part of the mask: the side ``fraction`` of its bounding box from a random edge."""
+    """Part of a region: the side ``fraction`` of its bounding box from a random edge."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     part = np.zeros_like(mask)
@@ -297,7 +312,9 @@ def _apply_pixel(
         alpha = 0.5 + 0.5 * severity  # ghost of the object up to the object fully left in place
         return image * (1 - alpha) + item.source * alpha, round(alpha, 3)
     if name == "partial_removal":
-        part = _sub_box(rng, mask, 0.35 + 0.4 * severity)
+        # Part of the object itself (where the source differs from the clean result) stays.
+        obj = mask & (np.abs(item.source.astype(np.int16) - item.target.astype(np.int16)).max(-1) > 0)
+        part = _sub_box(rng, obj if obj.any() else mask, 0.35 + 0.4 * severity) & mask
         image = image.copy()
         image[part] = item.source[part]
         return image, round(float(part.sum() / mask.sum()), 3)
