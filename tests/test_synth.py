@@ -101,8 +101,12 @@ def test_fill_items_have_the_prompted_object_in_the_mask_only_in_the_target(pool
         else:
             m = SHAPE_PROMPT.match(r["prompt"])
             assert m, r["prompt"]
-            assert meta["shapes"][meta["prompted"]]["colour"] == m.group(1)
-            assert meta["shapes"][meta["prompted"]]["kind"] == m.group(2)
+            shape = meta["shapes"][meta["prompted"]]
+            assert (shape["colour"], shape["kind"]) == (m.group(1), m.group(2))
+            # Only the prompted object has the prompt's colour (distractors avoid it).
+            assert (target == colour).all(-1).sum() == world.shape_mask(
+                shape["kind"], shape["bbox"], 64
+            ).sum()
     assert n_text == 4
 
 
@@ -130,6 +134,10 @@ def test_extend_items_are_canvases_with_grey_new_area(pool: Path) -> None:
             sx0, sy0, sx1, sy1 = shape["bbox"]
             assert mask[sy0:sy1, sx0:sx1].all()  # the prompted shape lies in the new area
             assert world.parse_prompt(r["prompt"])["shape"] == shape["kind"]
+            colour = np.array(world.SHAPE_COLOURS[shape["colour"]])
+            assert (target == colour).all(-1).sum() == world.shape_mask(
+                shape["kind"], shape["bbox"], 64
+            ).sum()
         assert tasks.dimensions_for(r["task"], r["prompt"]) == (
             tasks.DIMENSIONS[:4] if r["prompt"] else (tasks.CONSISTENCY, tasks.STRUCTURE, tasks.AESTHETICS)
         )

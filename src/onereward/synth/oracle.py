@@ -314,15 +314,11 @@ def _structure_terms(e: _Edit) -> tuple[float, float]:
     xc = e.x_channels  # 3 x H x W
     h, w = m.shape
 
-    def tangential(rows: np.ndarray, cols: np.ndarray, along_rows: bool) -> np.ndarray:
-        """|forward difference| (n x 3) at the given pixels along y (or x), 0 across the boundary."""
-        if along_rows:
-            r2, c2 = np.minimum(rows + 1, h - 1), cols
-        else:
-            r2, c2 = rows, np.minimum(cols + 1, w - 1)
-        same = (m[r2, c2] == m[rows, cols])[:, None]
-        return np.abs(xc[:, r2, c2] - xc[:, rows, cols]).T * same
-
+    # |forward differences| per channel along y (ay) and x (ax), 0 across the boundary.
+    ay = np.zeros_like(xc)
+    ax = np.zeros_like(xc)
+    ay[:, :-1, :] = np.abs(xc[:, 1:, :] - xc[:, :-1, :]) * (m[1:, :] == m[:-1, :])
+    ax[:, :, :-1] = np.abs(xc[:, :, 1:] - xc[:, :, :-1]) * (m[:, 1:] == m[:, :-1])
     num = 0.0
     den = 0.0
     n = 0
@@ -332,27 +328,26 @@ def _structure_terms(e: _Edit) -> tuple[float, float]:
     # Magnitudes: at a checker corner on the boundary the edge continues with the opposite sign.
     ii, jj = np.nonzero(m[:, :-1] != m[:, 1:])
     kk, ll = np.nonzero(m[:-1, :] != m[1:, :])
-    for p_rc, q_rc, along_rows in (
-        ((ii, jj), (ii, jj + 1), True),
-        ((ii, jj + 1), (ii, jj), True),
-        ((kk, ll), (kk + 1, ll), False),
-        ((kk + 1, ll), (kk, ll), False),
+    for t, (pr, pc), (qr, qc), along_rows in (
+        (ay, (ii, jj), (ii, jj + 1), True),
+        (ay, (ii, jj + 1), (ii, jj), True),
+        (ax, (kk, ll), (kk + 1, ll), False),
+        (ax, (kk + 1, ll), (kk, ll), False),
     ):
-        if p_rc[0].size == 0:
+        if pr.size == 0:
             continue
-        t_p = tangential(*p_rc, along_rows)
-        r, c = q_rc
-        best = None
-        for k in (0, -1, 1):
-            rk, ck = (np.clip(r + k, 0, h - 1), c) if along_rows else (r, np.clip(c + k, 0, w - 1))
-            t_q = tangential(rk, ck, along_rows)
-            if k == 0:
-                den += float(t_q.sum()) / 2
-            err = _csum(np.abs(t_p - t_q))
-            best = err if best is None else np.minimum(best, err)
+        t_p = t[:, pr, pc]  # 3 x n
+        t_q = t[:, qr, qc]
+        best = np.abs(t_p - t_q).sum(0)
+        for k in (-1, 1):
+            if along_rows:
+                t_k = t[:, np.clip(qr + k, 0, h - 1), qc]
+            else:
+                t_k = t[:, qr, np.clip(qc + k, 0, w - 1)]
+            best = np.minimum(best, np.abs(t_p - t_k).sum(0))
         num += float(best.sum()) / 2
-        den += float(t_p.sum()) / 2
-        n += len(t_p)
+        den += float(t_p.sum()) / 2 + float(t_q.sum()) / 2
+        n += pr.size
     e_c = num / (den + 0.01 * n) if n else 0.0
     background = ~e.shape_px
     w_in = m & e.grown(e.r_wide, outside=True) & background

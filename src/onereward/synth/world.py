@@ -297,6 +297,7 @@ def _sample_shape(
     avoid: Sequence[Sequence[int]] = (),
     gap: int = 0,
     tries: int = 30,
+    colours: Sequence[str] = tuple(SHAPE_COLOURS),
 ) -> dict[str, Any] | None:
     for _ in range(tries):
         box = _random_box(rng, side, region)
@@ -306,7 +307,7 @@ def _sample_shape(
             continue
         return {
             "kind": SHAPES[int(rng.integers(len(SHAPES)))],
-            "colour": list(SHAPE_COLOURS)[int(rng.integers(len(SHAPE_COLOURS)))],
+            "colour": colours[int(rng.integers(len(colours)))],
             "bbox": box,
         }
     return None
@@ -328,10 +329,18 @@ def _box_mask(box: Sequence[int], size: int, ellipse: bool = False) -> np.ndarra
 
 
 def _add_distractors(
-    rng: np.random.Generator, size: int, shapes: list[dict[str, Any]], avoid: list[list[int]], n: int
+    rng: np.random.Generator,
+    size: int,
+    shapes: list[dict[str, Any]],
+    avoid: list[list[int]],
+    n: int,
+    not_colour: str | None = None,
 ) -> None:
+    """Add up to ``n`` shapes clear of ``avoid``; none in ``not_colour`` (the prompt's colour stays
+    unambiguous: only the prompted object has it)."""
+    colours = tuple(c for c in SHAPE_COLOURS if c != not_colour)
     for _ in range(n):
-        shape = _sample_shape(rng, _shape_side(rng, size), (0, 0, size, size), avoid, gap=1)
+        shape = _sample_shape(rng, _shape_side(rng, size), (0, 0, size, size), avoid, gap=1, colours=colours)
         if shape is not None:
             shapes.append(shape)
             avoid.append(shape["bbox"])
@@ -380,7 +389,10 @@ def _make_fill(rng: np.random.Generator, size: int, text: bool) -> dict[str, Any
         prompt = shape_prompt(obj["colour"], obj["kind"], background["kind"] if with_bg else None)
     mask = _box_mask(mask_box, size, ellipse=use_ellipse)
     meta["mask_box"] = mask_box
-    _add_distractors(rng, size, meta["shapes"], [mask_box], int(rng.integers(0, 3)))
+    prompted_colour = meta["text"]["colour"] if text else meta["shapes"][0]["colour"]
+    _add_distractors(
+        rng, size, meta["shapes"], [mask_box], int(rng.integers(0, 3)), not_colour=prompted_colour
+    )
     target = render_scene(meta)
     # The source lacks the prompted object (rendered after the distractors, which it keeps).
     source = render_scene(meta, with_text=False) if text else render_scene(meta, without=[0])
@@ -463,7 +475,8 @@ def _make_extend(rng: np.random.Generator, size: int, with_prompt: bool) -> dict
             avoid.append(obj["bbox"])
             with_bg = bool(rng.random() < 0.4)
             prompt = shape_prompt(obj["colour"], obj["kind"], background["kind"] if with_bg else None)
-    _add_distractors(rng, size, meta["shapes"], avoid, int(rng.integers(1, 4)))
+    prompted_colour = meta["shapes"][0]["colour"] if prompt else None
+    _add_distractors(rng, size, meta["shapes"], avoid, int(rng.integers(1, 4)), not_colour=prompted_colour)
     target = render_scene(meta)
     source = target.copy()
     source[mask] = CANVAS_GREY
