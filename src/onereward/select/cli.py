@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-cache", dest="use_cache", action="store_false", help="do not read or write the cache"
     )
     p.add_argument("--coverage-sample", type=int, default=50_000, help="pool items measured for coverage")
+    p.add_argument(
+        "--threads", type=int, default=0, help="cap on faiss/BLAS threads while clustering (0: all)"
+    )
     p.add_argument("--device", default="cpu", help="torch device for CLIP")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(func=_select)

@@ -17,9 +17,10 @@ Everything is seeded; the same data and seed give the same clusters.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,28 @@ log = get_logger("select.cluster")
 
 BACKENDS = ("auto", "sklearn", "faiss")
 TWO_LEVEL = ("auto", "on", "off")
+
+
+@contextlib.contextmanager
+def limit_threads(threads: int) -> Iterator[None]:
+    """Cap faiss's OpenMP threads and BLAS/OpenMP threads of numpy and scikit-learn (0: no cap).
+
+    On a shared machine spin-waiting threads can cost more than they bring: with the 2 cores
+    oversubscribed, faiss K-means ran 10x faster on 1 thread than on 2 (bench_select_clustering).
+    """
+    if threads <= 0:
+        yield
+        return
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass
@@ -76,12 +99,10 @@ def _flat_kmeans(x: np.ndarray, k: int, backend: str, seed: int, niter: int) -> 
         )
         # faiss seeds with random points and lands in worse minima (about 25% higher inertia than
         # MiniBatchKMeans on clustered data, measured); k-means++ on a small sample fixes that.
-        from sklearn.cluster import kmeans_plusplus
-
-        m = min(n, max(1000, 20 * k))
-        sample = x if m == n else x[np.sort(np.random.default_rng(seed).choice(n, m, replace=False))]
-        init, _ = kmeans_plusplus(sample, k, random_state=seed)
-        km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+        rng = np.random.default_rng(seed)
+        m = min(n, max(1000, 8 * k))
+        sample = x if m == n else x[np.sort(rng.choice(n, m, replace=False))]
+        km.train(x, init_centroids=kmeans_plusplus(sample, k, rng))
         _, labels = km.index.search(x, 1)
         return np.asarray(km.centroids, dtype=np.float32), labels[:, 0].astype(np.int64)
     from sklearn.cluster import MiniBatchKMeans
@@ -96,6 +117,44 @@ def _flat_kmeans(x: np.ndarray, k: int, backend: str, seed: int, niter: int) -> 
     )
     km.fit(x)
     return km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int64)
+
+
+def kmeans_plusplus(sample: np.ndarray, k: int, rng: np.random.Generator, trials: int = 3) -> np.ndarray:
+    """Greedy k-means++ seeds (``trials`` candidates per step, the one lowering the potential most).
+
+    float32 throughout: scikit-learn's version upcasts to float64 chunk by chunk and took minutes
+    for k = 1000 on 20,000 points here; this one takes about a second.
+    """
+    from threadpoolctl import threadpool_limits
+
+    # Thousands of small GEMVs: BLAS threads only add synchronisation (10x slower on a busy machine).
+    with threadpool_limits(1, user_api="blas"):
+        return _kmeans_plusplus(np.ascontiguousarray(sample, dtype=np.float32), k, rng, trials)
+
+
+def _kmeans_plusplus(sample: np.ndarray, k: int, rng: np.random.Generator, trials: int) -> np.ndarray:
+    n, d = sample.shape
+    sq_norms = np.einsum("ij,ij->i", sample, sample)
+    centres = np.empty((k, d), dtype=np.float32)
+    first = int(rng.integers(n))
+    centres[0] = sample[first]
+    closest = np.maximum(sq_norms - 2 * sample @ sample[first] + sq_norms[first], 0)
+    for j in range(1, k):
+        total = float(closest.sum())
+        if total <= 0:  # fewer distinct points than k: repeat one (faiss splits empty clusters)
+            centres[j:] = sample[rng.integers(n, size=k - j)]
+            break
+        picks = np.searchsorted(np.cumsum(closest, dtype=np.float64), rng.random(trials) * total)
+        picks = np.minimum(picks, n - 1)
+        cand = sample[picks]
+        # One matrix-vector product per candidate (faster than a thin GEMM here).
+        dots = np.stack([sample @ c for c in cand], axis=1)
+        dist = np.maximum(sq_norms[:, None] - 2 * dots + sq_norms[picks][None, :], 0)
+        potentials = np.minimum(closest[:, None], dist).sum(axis=0)
+        best = int(np.argmin(potentials))
+        centres[j] = cand[best]
+        closest = np.minimum(closest, dist[:, best])
+    return centres
 
 
 def split_proportionally(sizes: np.ndarray, total: int, minimum: int = 1) -> np.ndarray:

@@ -205,6 +205,7 @@ def run(
     cache_dir: str | None = None,
     use_cache: bool = True,
     coverage_sample: int = 50_000,
+    threads: int = 0,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -242,6 +243,8 @@ def run(
             ``$ONEREWARD_CACHE`` or ``~/.cache/onereward``.
         use_cache: False embeds everything and reads/writes no cache.
         coverage_sample: coverage is measured on at most this many pool items (seeded sample).
+        threads: cap on faiss/BLAS threads while clustering (0: all cores; 1 is faster on an
+            oversubscribed machine).
         device: torch device for the CLIP forward passes.
         progress: show a tqdm progress bar while embedding.
 
@@ -335,49 +338,50 @@ def run(
     groups_info: dict[str, dict[str, Any]] = {}
     offset = 0
     n_dup_skipped = 0
-    t_cluster = time.perf_counter()
-    for (g, rows), share in zip(unique_rows.items(), shares, strict=True):
-        if share == 0:
-            continue
-        xg = x[rows]
-        k = math.ceil(int(share) / per_cluster)
-        result = cluster.kmeans(
-            xg, k, backend=backend, seed=seed, faiss_min_items=faiss_min_items, two_level=two_level
-        )
-        sel = cluster.select_representatives(
-            xg, result, int(share), per_cluster=per_cluster, dedup_threshold=dedup
-        )
-        n_dup_skipped += sel.n_duplicates_skipped
-        selected_rows.append(rows[sel.indices])
-        selected_dist.append(sel.distances)
-        selected_cluster.append(result.labels[sel.indices] + offset)
-        sizes = np.bincount(result.labels, minlength=len(result.centroids))
-        picked = np.bincount(result.labels[sel.indices], minlength=len(result.centroids))
-        cluster_sizes[g] = sizes
-        cluster_table.extend(
-            {"group": g, "cluster_id": offset + c, "size": int(sizes[c]), "n_selected": int(picked[c])}
-            for c in range(len(sizes))
-        )
-        groups_info[g] = {
-            "n_items": int(len(group_rows[g])),
-            "n_selected": int(len(sel.indices)),
-            "n_clusters": int(len(result.centroids)),
-            "backend": result.backend,
-            "two_level": result.two_level,
-            "inertia": round(result.inertia, 6),
-            "seconds": round(result.seconds, 3),
-        }
-        offset += len(result.centroids)
-    cluster_seconds = time.perf_counter() - t_cluster
-    sel_rows = np.concatenate(selected_rows)
-    sel_dist = np.concatenate(selected_dist)
-    sel_cluster = np.concatenate(selected_cluster)
+    with cluster.limit_threads(threads):
+        t_cluster = time.perf_counter()
+        for (g, rows), share in zip(unique_rows.items(), shares, strict=True):
+            if share == 0:
+                continue
+            xg = x[rows]
+            k = math.ceil(int(share) / per_cluster)
+            result = cluster.kmeans(
+                xg, k, backend=backend, seed=seed, faiss_min_items=faiss_min_items, two_level=two_level
+            )
+            sel = cluster.select_representatives(
+                xg, result, int(share), per_cluster=per_cluster, dedup_threshold=dedup
+            )
+            n_dup_skipped += sel.n_duplicates_skipped
+            selected_rows.append(rows[sel.indices])
+            selected_dist.append(sel.distances)
+            selected_cluster.append(result.labels[sel.indices] + offset)
+            sizes = np.bincount(result.labels, minlength=len(result.centroids))
+            picked = np.bincount(result.labels[sel.indices], minlength=len(result.centroids))
+            cluster_sizes[g] = sizes
+            cluster_table.extend(
+                {"group": g, "cluster_id": offset + c, "size": int(sizes[c]), "n_selected": int(picked[c])}
+                for c in range(len(sizes))
+            )
+            groups_info[g] = {
+                "n_items": int(len(group_rows[g])),
+                "n_selected": int(len(sel.indices)),
+                "n_clusters": int(len(result.centroids)),
+                "backend": result.backend,
+                "two_level": result.two_level,
+                "inertia": round(result.inertia, 6),
+                "seconds": round(result.seconds, 3),
+            }
+            offset += len(result.centroids)
+        cluster_seconds = time.perf_counter() - t_cluster
+        sel_rows = np.concatenate(selected_rows)
+        sel_dist = np.concatenate(selected_dist)
+        sel_cluster = np.concatenate(selected_cluster)
 
-    # Coverage of the selection vs a random subset with the same number of items per group.
-    cov_sel, n_measured = cluster.coverage(x, sel_rows, sample=coverage_sample, seed=seed)
-    per_group = Counter(keys[r] for r in sel_rows)
-    random_rows = cluster.random_subset(group_rows, per_group, seed=seed + 1)
-    cov_rand, _ = cluster.coverage(x, random_rows, sample=coverage_sample, seed=seed)
+        # Coverage of the selection vs a random subset with the same number of items per group.
+        cov_sel, n_measured = cluster.coverage(x, sel_rows, sample=coverage_sample, seed=seed)
+        per_group = Counter(keys[r] for r in sel_rows)
+        random_rows = cluster.random_subset(group_rows, per_group, seed=seed + 1)
+        cov_rand, _ = cluster.coverage(x, random_rows, sample=coverage_sample, seed=seed)
 
     # Output order: group, then cluster, then distance (stable, readable).
     order = np.lexsort((sel_dist, sel_cluster))
@@ -405,6 +409,7 @@ def run(
         "faiss_min_items": faiss_min_items,
         "two_level": two_level,
         "coverage_sample": coverage_sample,
+        "threads": threads,
     }
     inputs = [src.manifest] if src.manifest is not None else []
     with ArtifactWriter(
