@@ -34,7 +34,7 @@ from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
 from onereward.synth import oracle
-from onereward.synth.world import SHAPE_COLOURS, SHAPES, WORDS, parse_prompt, render_scene
+from onereward.synth.world import SHAPE_COLOURS, SHAPES, WORDS, dilate_mask, parse_prompt, render_scene
 from onereward.tables import read_table, write_table
 
 log = get_logger(__name__)
@@ -299,7 +299,7 @@ def _sub_box(rng: np.random.Generator, mask: np.ndarray, fraction: float) -> np.
 
 
 def _ring_mean(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    ring = oracle._dilate(mask, max(2, mask.shape[0] // 16)) & ~mask
+    ring = dilate_mask(mask, max(2, mask.shape[0] // 16)) & ~mask
     return image[ring].mean(0) if ring.any() else image[mask].mean(0)
 
 

@@ -35,7 +35,14 @@ import numpy as np
 
 from onereward import tasks
 from onereward.errors import InputError
-from onereward.synth.world import BACKGROUND_COLOURS, SHAPE_COLOURS, parse_prompt, text_glyphs, text_scale
+from onereward.synth.world import (
+    BACKGROUND_COLOURS,
+    SHAPE_COLOURS,
+    dilate_mask,
+    parse_prompt,
+    text_glyphs,
+    text_scale,
+)
 
 # Named colours a pixel is classified against (shape colours first, then muted backgrounds).
 _PALETTE_NAMES = list(SHAPE_COLOURS) + list(BACKGROUND_COLOURS)
@@ -78,28 +85,6 @@ def _box_sum(a: np.ndarray, radius: int) -> np.ndarray:
         lo[axis] = slice(None, -k)
         out = c[tuple(hi)] - c[tuple(lo)]
     return out
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Square dilation of a bool mask by ``radius`` pixels (separable, doubling shifts: O(log r))."""
-    out = mask.astype(bool, copy=True)
-    for axis in (0, 1):
-        reached = 0
-        while reached < radius:
-            d = min(reached + 1, radius - reached)
-            prev = out.copy()
-            if axis == 0:
-                out[d:] |= prev[:-d]
-                out[:-d] |= prev[d:]
-            else:
-                out[:, d:] |= prev[:, :-d]
-                out[:, :-d] |= prev[:, d:]
-            reached += d
-    return out
-
-
-def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    return ~_dilate(~mask, radius)
 
 
 def _csum(a: np.ndarray) -> np.ndarray:
@@ -162,7 +147,7 @@ class _Edit:
         """The mask (or, with ``outside``, its complement) dilated by ``radius``; cached."""
         key = (outside, radius)
         if key not in self._grown:
-            self._grown[key] = _dilate(~self.mask if outside else self.mask, radius)
+            self._grown[key] = dilate_mask(~self.mask if outside else self.mask, radius)
         return self._grown[key]
 
     @property
@@ -209,7 +194,7 @@ class _Edit:
         """Pixels of shape colours (and their 1-px rim): foreground, excluded from background statistics."""
         if self._shape_px is None:
             idx, dist = self.palette
-            self._shape_px = _dilate((idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE), 1)
+            self._shape_px = dilate_mask((idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE), 1)
         return self._shape_px
 
 
