@@ -260,3 +260,13 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["synth", "--out", str(tmp_path / "bad"), "--items", "3", "--image-size", "70"]) == 2
     assert "--image-size" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 5, 16])
+def test_dilate_mask_equals_the_square_neighbourhood(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    mask = rng.random((37, 53)) < 0.03
+    expected = np.zeros_like(mask)
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        expected[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1] = True
+    assert np.array_equal(world.dilate_mask(mask, radius), expected)
