@@ -44,11 +44,20 @@ def test_pool_is_a_verified_artifact_with_metrics_and_report(pool: Path) -> None
     assert metrics["n_extend_with_prompt"] == 6
     assert metrics["n_text_prompts"] == 4
     assert metrics["items_per_second"] > 0
+    # The oracle scores every target of the world high, on every dimension of its task.
+    assert set(metrics["oracle_on_targets"]) == set(tasks.TASKS)
+    for task, by_dim in metrics["oracle_on_targets"].items():
+        assert set(by_dim) == set(
+            tasks.dimensions_for(task, "a red circle" if task != tasks.OBJECT_REMOVAL else None)
+        )
+        for dim, stats in by_dim.items():
+            assert stats["min"] > 0.75 and stats["mean"] > 0.9, (task, dim, stats)
     assert manifest.counts["n_items"] == 40
     report = (pool / "report.html").read_text()
     for task in tasks.TASKS:
         assert f"{task} (source | mask | target)" in report
     assert report.count("<img") == 3 * 3 * 6  # 6 items per task, three images each
+    assert "Oracle scores of the targets" in report
 
 
 def test_columns_and_files_follow_the_contract(pool: Path) -> None:

@@ -29,8 +29,10 @@ def run(
 
     Returns:
         metrics: ``n_items``, ``counts`` (items per task), ``n_text_prompts``,
-        ``n_extend_with_prompt`` and ``items_per_second``. The artifact also holds ``report.html``
-        with a montage per task (source | mask | target).
+        ``n_extend_with_prompt``, ``items_per_second`` and ``oracle_on_targets`` (mean and min
+        oracle score of the targets per task and dimension: a check that world and oracle
+        agree). The artifact also holds ``report.html`` with those and a montage per task
+        (source | mask | target).
     """
     manifest = make_pool(out, n_items=items, seed=seed, image_size=image_size, masks=masks)
     return manifest.metrics()

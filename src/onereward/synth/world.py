@@ -90,6 +90,7 @@ WORDS: tuple[str, ...] = ("OPEN", "STOP", "EXIT", "HOTEL", "TAXI", "WIFI")
 CANVAS_GREY = 127  # new area of an image_extend canvas
 
 REPORT_ITEMS_PER_TASK = 6  # items per task in report.html's montage
+ORACLE_CHECK_ITEMS = 200  # items whose targets the oracle scores for the metrics and the report
 DEFAULT_TASK_MIX: dict[str, float] = {
     tasks.IMAGE_FILL: 0.4,
     tasks.IMAGE_EXTEND: 0.3,
@@ -676,9 +677,11 @@ def make_pool(
     """Write a ``pool`` artifact of ``n_items`` synthetic items to ``out_dir`` and return its manifest.
 
     Files: ``items.parquet`` (columns of docs/contracts.md), ``images/``, ``masks/``, ``targets/``,
-    ``metrics.json`` (n_items, per-task counts, items_per_second) and ``report.html`` (a montage
-    per task: source | mask | target). Same seed and parameters give the same bytes for every
-    data file except ``metrics.json`` (which holds a throughput).
+    ``metrics.json`` (n_items, per-task counts, n_text_prompts, n_extend_with_prompt,
+    items_per_second, and ``oracle_on_targets``: {task: {dimension: {mean, min}}} of the oracle on
+    the targets of the first ORACLE_CHECK_ITEMS items) and ``report.html`` (counts, those oracle
+    scores, a montage per task: source | mask | target). Same seed and parameters give the same
+    bytes for every data file except ``metrics.json`` (which holds a throughput).
 
     ``masks=False`` writes ``mask`` null for image_fill / image_extend items (select_subset then
     makes masks); object_removal items always have masks. See :func:`sample_items` for the rest.
@@ -696,6 +699,7 @@ def make_pool(
     with ArtifactWriter(out_dir, kind="pool", stage="synth", parameters=params) as art:
         rows = []
         shown: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks.TASKS}
+        target_scores: dict[str, dict[str, list[float]]] = {}
         n_text = n_ext_prompt = 0
         generated = iter_items(
             n_items,
@@ -713,6 +717,8 @@ def make_pool(
                 n_ext_prompt += item["task"] == tasks.IMAGE_EXTEND and bool(item["prompt"])
                 if len(shown[item["task"]]) < REPORT_ITEMS_PER_TASK:
                     shown[item["task"]].append(item)
+                if len(rows) <= ORACLE_CHECK_ITEMS:
+                    _record_target_scores(target_scores, item)
                 tp.add(1)
         write_table(art.path / "items.parquet", rows, schema=POOL_SCHEMA)
         counts = Counter(r["task"] for r in rows)
@@ -725,9 +731,17 @@ def make_pool(
                 "n_text_prompts": int(n_text),
                 "n_extend_with_prompt": int(n_ext_prompt),
                 "items_per_second": round(tp.rate, 2),
+                # The world and the oracle agree: targets score high on every dimension.
+                "oracle_on_targets": {
+                    task: {
+                        dim: {"mean": round(float(np.mean(v)), 4), "min": round(float(np.min(v)), 4)}
+                        for dim, v in sorted(by_dim.items())
+                    }
+                    for task, by_dim in sorted(target_scores.items())
+                },
             }
         )
-        _write_report(art.path, shown, per_task)
+        _write_report(art.path, shown, per_task, art.metrics["oracle_on_targets"])
     log.info("synth: wrote %d items to %s (%s)", len(rows), out_dir, tp)
     assert art.manifest is not None
     return art.manifest
@@ -774,10 +788,23 @@ def _write_item(root: Path, item: Mapping[str, Any], masks: bool) -> dict[str, A
     }
 
 
+def _record_target_scores(scores: dict[str, dict[str, list[float]]], item: Mapping[str, Any]) -> None:
+    from onereward.synth import oracle  # the oracle imports this module
+
+    by_dim = scores.setdefault(item["task"], {})
+    result = oracle.score_all(item["task"], item["source"], item["mask"], item["prompt"], item["target"])
+    for dim, value in result.items():
+        by_dim.setdefault(dim, []).append(value)
+
+
 def _write_report(
-    root: Path, shown: Mapping[str, Sequence[Mapping[str, Any]]], per_task: Mapping[str, int]
+    root: Path,
+    shown: Mapping[str, Sequence[Mapping[str, Any]]],
+    per_task: Mapping[str, int],
+    oracle_on_targets: Mapping[str, Mapping[str, Mapping[str, float]]],
 ) -> None:
-    """report.html: counts and a montage per task (source | mask | target) of the first items."""
+    """report.html: counts, the oracle's scores of the targets, and a montage per task
+    (source | mask | target) of the first items."""
     from onereward.report import html_table, img_tag, png_data_uri, write_html_report
 
     sections = [
@@ -786,7 +813,23 @@ def _write_report(
             html_table(
                 ["task", "items"], [[t, c] for t, c in per_task.items()] + [["total", sum(per_task.values())]]
             ),
-        )
+        ),
+        (
+            f"Oracle scores of the targets (first {ORACLE_CHECK_ITEMS} items; mean / min)",
+            html_table(
+                ["task", *tasks.DIMENSIONS],
+                [
+                    [
+                        task,
+                        *(
+                            f"{by_dim[d]['mean']:.3f} / {by_dim[d]['min']:.3f}" if d in by_dim else "-"
+                            for d in tasks.DIMENSIONS
+                        ),
+                    ]
+                    for task, by_dim in oracle_on_targets.items()
+                ],
+            ),
+        ),
     ]
     for task in tasks.TASKS:
         rows = []
