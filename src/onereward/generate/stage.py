@@ -185,6 +185,8 @@ def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
             raise InputError(f"{where}: duplicate item_id")
         seen.add(iid)
         tasks.check_task(row["task"], where=f"{where} field 'task'")
+        if row["task"] == tasks.IMAGE_FILL and not tasks.has_user_prompt(row["task"], row["prompt"]):
+            raise InputError(f"{where}: field 'prompt' is empty; image_fill items need a prompt")
         if not row.get("mask"):
             raise InputError(
                 f"{where}: field 'mask' is null; generate_candidates needs a mask for every item "
@@ -510,7 +512,7 @@ def write_report(
     for ax, col in zip(axes, ("steps", "cfg_scale", "strength", "executed_steps"), strict=True):
         ax.hist([r[col] for r in cand_rows], bins=12, color="#4a7")
         ax.set_title(col)
-    hist = img_tag(figure_data_uri(fig), "sampled parameters")
+    hist = f'<img src="{figure_data_uri(fig)}" style="max-width:100%" title="sampled parameters"/>'
     by_item: dict[str, list[dict[str, Any]]] = {}
     for c in cand_rows:
         by_item.setdefault(c["item_id"], []).append(c)
@@ -521,7 +523,7 @@ def write_report(
             f"<div>{html.escape(row['item_id'])}<br><span class='small'>{html.escape(row['task'])}<br>"
             f"{html.escape(row['prompt'] or '(no prompt)')}</span></div>",
             img_tag(png_data_uri(root / row["image"], 128), "source"),
-            img_tag(png_data_uri(root / row["mask"], 128), "mask"),
+            img_tag(png_data_uri(_mask_overlay(root / row["image"], root / row["mask"]), 128), "mask (red)"),
         ]
         for c in sorted(by_item.get(row["item_id"], []), key=lambda c: c["index"]):
             caption = (
@@ -545,6 +547,13 @@ def write_report(
             ),
         ],
     )
+
+
+def _mask_overlay(image_path: Path, mask_path: Path) -> np.ndarray:
+    """The source with the mask tinted red (a bare white-on-black mask vanishes on a white page)."""
+    image, mask = load_rgb(image_path).astype(np.float32), load_mask(mask_path)
+    image[mask] = 0.45 * image[mask] + 0.55 * np.array([230.0, 30.0, 30.0])
+    return image.astype(np.uint8)
 
 
 def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
