@@ -140,6 +140,7 @@ class _Edit:
         self.gx, self.gy = gx, gy
         self._palette: tuple[np.ndarray, np.ndarray] | None = None
         self._shape_px: np.ndarray | None = None
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
         self._context: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._grown: dict[tuple[bool, int], np.ndarray] = {}
 
@@ -190,12 +191,35 @@ class _Edit:
         return self._context
 
     @property
+    def shape_core(self) -> np.ndarray:
+        """Pixels of shape colours (nearest palette colour is a shape colour within 70/255)."""
+        idx, dist = self.palette
+        return (idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE)
+
+    @property
     def shape_px(self) -> np.ndarray:
-        """Pixels of shape colours (and their 1-px rim): foreground, excluded from background statistics."""
+        """Pixels of shape colours and their 1-px rim: foreground, excluded from background statistics."""
         if self._shape_px is None:
-            idx, dist = self.palette
-            self._shape_px = dilate_mask((idx < len(SHAPE_COLOURS)) & (dist < COLOUR_MATCH_DISTANCE), 1)
+            self._shape_px = dilate_mask(self.shape_core, 1)
         return self._shape_px
+
+    def texture_energy(self, region: np.ndarray) -> float:
+        """Mean |luminance difference| of the 4-neighbour pairs starting in ``region`` whose two
+        pixels are on one side of the boundary and both off shape colours.
+
+        Pairs, not pixels, are filtered: a stripe edge next to a letter still counts.
+        """
+        if self._pairs is None:
+            core = self.shape_core
+            m = self.mask
+            vx = np.zeros_like(m)
+            vy = np.zeros_like(m)
+            vx[:, :-1] = (m[:, 1:] == m[:, :-1]) & ~core[:, 1:] & ~core[:, :-1]
+            vy[:-1, :] = (m[1:, :] == m[:-1, :]) & ~core[1:, :] & ~core[:-1, :]
+            self._pairs = (np.abs(self.gx) * vx + np.abs(self.gy) * vy, vx.astype(np.float32) + vy)
+        energy, count = self._pairs
+        n = float(count[region].sum())
+        return float(energy[region].sum()) / n if n else 0.0
 
 
 @lru_cache(maxsize=1)
@@ -240,9 +264,9 @@ def consistency_score(e: _Edit) -> float:
       absorbs quantisation and gradient steps): a colour seam, a lighting shift or a washed-out
       fill bring colours the surroundings do not have; continuing stripes, checkers and
       gradients do not;
-    - texture gap ``g_t = |E_in - E_out| / (E_in + E_out + 0.02)`` with ``E = mean(|gx| + |gy|)``
-      over the background pixels (shape colours and their rim left out) within r of the boundary
-      inside and outside (noise or blur inside the mask raise it);
+    - texture gap ``g_t = |E_in - E_out| / (E_in + E_out + 0.02)`` with E = the mean |gx| or |gy|
+      over the 4-neighbour pairs within r of the boundary inside (E_in) and outside (E_out) whose
+      pixels are both off shape colours (noise or blur inside the mask raise it);
 
     ``consistency = exp(-g_c / 0.04) * (1 - 0.6 g_t)``. Degenerate masks score 0.5.
     """
@@ -251,11 +275,8 @@ def consistency_score(e: _Edit) -> float:
     ring = e.grown(e.r_ctx) & ~e.mask
     _, counts, _, nearest = e.context_match
     g_c = float((np.maximum(nearest - 0.015, 0.0) * counts).sum() / max(counts.sum(), 1))
-    background = ~e.shape_px
-    w_in = e.mask & e.grown(e.r_ctx, outside=True) & background
-    w_out = ring & background
-    energy = np.abs(e.gx) + np.abs(e.gy)
-    e_in, e_out = _mean(energy, w_in), _mean(energy, w_out)
+    e_in = e.texture_energy(e.mask & e.grown(e.r_ctx, outside=True))
+    e_out = e.texture_energy(ring)
     g_t = abs(e_in - e_out) / (e_in + e_out + 0.02)
     return float(np.clip(np.exp(-g_c / 0.04) * (1.0 - 0.6 * g_t), 0.0, 1.0))
 
@@ -533,8 +554,8 @@ def removal_quality_score(e: _Edit) -> float:
       source (the object); ``u_rel = min(1, u / max(u_src, 0.05))`` (object left in place: 1);
     - ``c`` = share of the source's unexplained mask pixels that the result changed by more than
       0.12 in some channel (the object must differ from the source there);
-    - ``t = |E_M - E_R| / (E_M + E_R + 0.02)``, E = mean(|gx| + |gy|) over background pixels
-      (shape colours and their rim left out): a smeared or noisy hole;
+    - ``t = |E_M - E_R| / (E_M + E_R + 0.02)``, E = the mean |gx| or |gy| over the 4-neighbour
+      pairs in M (in R) whose pixels are both off shape colours: a smeared or noisy hole;
 
     ``removal_quality = (1 - u_rel) (0.4 + 0.6 c) (1 - 0.5 t)``. Degenerate masks score 0.5.
     """
@@ -572,8 +593,7 @@ def removal_quality_score(e: _Edit) -> float:
         c = float(changed.sum() / unexplained_src.sum())
     else:
         c = 1.0
-    energy = np.abs(e.gx) + np.abs(e.gy)
-    e_m, e_r = _mean(energy, m & ~e.shape_px), _mean(energy, ring & ~e.shape_px)
+    e_m, e_r = e.texture_energy(m), e.texture_energy(ring)
     t = abs(e_m - e_r) / (e_m + e_r + 0.02)
     return float(np.clip((1.0 - u_rel) * (0.4 + 0.6 * c) * (1.0 - 0.5 * t), 0.0, 1.0))
 
