@@ -174,3 +174,41 @@ def test_real_shape_flux_fill_runs_through_our_sampler() -> None:
         image = sampler.decode(batch, x0)
     assert image.shape == (2, 3, 32, 32) and torch.isfinite(image.float()).all()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 < 8  # peak RSS in GiB
+
+
+def test_candidates_sharing_size_and_step_count_run_as_one_batch_across_items(flux_dir: Path) -> None:
+    sampler = FluxFillSampler(flux_fill.load(flux_dir), max_sequence_length=32, batch_size=8)
+    items = {"a": _item(seed=1), "b": _item(seed=2)}
+    items["b"].item_id = "b"
+    specs = [
+        CandidateSpec("a", 0, "a red circle", "blurry", 4, 3.0, 1.0, 1, 1.0),
+        CandidateSpec("a", 1, "a red circle", "", 4, 1.0, 1.0, 2, 1.0),
+        CandidateSpec("b", 0, "a blue square", "blurry", 4, 2.0, 1.0, 3, 1.0),
+        CandidateSpec("b", 1, "a blue square", "", 8, 1.0, 0.5, 4, 1.0),  # 8 steps at 0.5 also runs 4
+        CandidateSpec("b", 2, "a blue square", "", 3, 1.0, 1.0, 5, 1.0),  # 3 steps: its own batch
+    ]
+    sizes: list[int] = []
+    pre = sampler.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: sizes.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
+    try:
+        sampler.sample(items, specs)
+    finally:
+        pre.remove()
+    # 4 steps x one call of 4 candidates + 2 negative rows (cfg > 1), then 3 steps x one call of 1
+    assert sizes == [6] * 4 + [1] * 3
+    assert sampler.text.n_encoded == 3  # two prompts + one negative prompt ("" is never needed here)
+
+
+def test_refl_style_one_grad_step_reaches_the_transformer(flux_dir: Path) -> None:
+    """The split loop supports: k steps without grad, one step with grad, x0 = x_t - sigma v, decode."""
+    sampler = FluxFillSampler(flux_fill.load(flux_dir), max_sequence_length=32, batch_size=2)
+    spec = CandidateSpec("it", 0, "a red circle", "blurry", 4, 3.0, 1.0, 1, 1.0)
+    with torch.no_grad():
+        batch = sampler.prepare({"it": _item()}, [spec])
+        latents = sampler.denoise(batch, 0, 2)
+    v = sampler.velocity(batch, latents, 2)
+    image = sampler.decode(batch, predict_x0(latents, v, batch.sigmas[:, 2]))
+    image.mean().backward()
+    grads = [p.grad for p in sampler.transformer.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
