@@ -272,7 +272,8 @@ def run(
         cfg_min, cfg_max: true-CFG scale range (>= 1; 1 means no negative pass).
         strength_min, strength_max: initial noise strength range in (0, 1]; below 1 the sampler
             starts from the noised source and runs fewer steps.
-        negative_prompts: ``;``-separated choices, ``none`` = no negative prompt.
+        negative_prompts: ``;``-separated choices, ``none`` = no negative prompt. A negative prompt
+            acts only through true CFG, i.e. when the candidate's cfg_scale is above 1.
         guidance: flux distilled-guidance input (OneReward uses 1 with true CFG); 0 for sd_inpaint.
         feather: paste-back feather radius in pixels inside the mask (0 = hard paste).
         batch_size: candidates per generator batch (None: the profile's).
