@@ -82,3 +82,34 @@ def test_published_config_matches_the_7b_architecture():
     assert config.text_config.hidden_size == 3584 and config.text_config.num_hidden_layers == 1
     assert config.vision_config.hidden_size == 1280 and config.vision_config.out_hidden_size == 3584
     assert config.text_config.rope_parameters["mrope_section"] == [16, 24, 24]
+
+
+def test_real_shape_7b_architecture_one_forward_through_scoring(tmp_path):
+    """Real widths of Qwen2.5-VL-7B (one text block, one vision block, vocabulary cut to the tiny
+    tokenizer's), random weights, one P(Yes) through the scoring code on CPU."""
+    import resource
+
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from onereward.reward.scoring import RewardScorer
+    from onereward.reward.template import default_template
+
+    tokenizer = reward_vlm.build_tokenizer()
+    config = reward_vlm.real_shape_config(tokenizer=tokenizer)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval().requires_grad_(False)
+    assert model.model.visual.merger.mlp[0].in_features == 1280 * 4  # 2x2 merge of 1280-wide patches
+    assert model.model.visual.merger.mlp[2].out_features == 3584
+    assert model.model.language_model.layers[0].self_attn.k_proj.out_features == 4 * 128  # 4 KV heads of 128
+    processor = reward_vlm.build_processor(tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)
+    yes, no = tokenizer.convert_tokens_to_ids([reward_vlm.YES_TOKEN, reward_vlm.NO_TOKEN])
+    vlm = reward_vlm.RewardVLM(model=model, processor=processor, yes_id=yes, no_id=no, path="real-shape")
+    scorer = RewardScorer(vlm, default_template())
+    a = torch.rand(1, 3, 56, 56, requires_grad=True)
+    p = scorer.p_yes(
+        a, torch.rand(1, 3, 56, 56), ["image_fill"], ["text_alignment"], ["a red circle"], grad=True
+    )
+    p.sum().backward()
+    assert p.shape == (1,) and 0.0 < float(p) < 1.0
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2 < 8  # GiB

@@ -92,6 +92,7 @@ class RewardSettings:
     learning_rate: float = 1e-6
     max_steps: int = 1000
     max_pixels: int = 4096
+    min_pixels: int = 3136  # Qwen2-VL dynamic resolution lower bound (56 x 56); tiny upscales 64 px to 112 px
     finetune: str = "full"  # full | lora
     bf16: bool = False
     gradient_checkpointing: bool = False

@@ -301,20 +301,20 @@ def load(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, **kwargs)
-    proc_kwargs: dict[str, Any] = {}
+    processor = AutoProcessor.from_pretrained(folder)
     if min_pixels is not None or max_pixels is not None:
-        size: dict[str, int] = {}
+        # Dynamic-resolution bounds: only the images' (videos are never scored).
+        ip = processor.image_processor
+        size = {"shortest_edge": ip.size["shortest_edge"], "longest_edge": ip.size["longest_edge"]}
         if min_pixels is not None:
             size["shortest_edge"] = int(min_pixels)
         if max_pixels is not None:
             size["longest_edge"] = int(max_pixels)
-        proc_kwargs["size"] = size
-    processor = AutoProcessor.from_pretrained(folder, **proc_kwargs)
-    if proc_kwargs:
-        # AutoProcessor forwards size to both image and video processors; make sure both bounds hold.
-        current = dict(processor.image_processor.size)
-        current.update(proc_kwargs["size"])
-        processor.image_processor.size = type(processor.image_processor.size)(**current)
+        if size["shortest_edge"] > size["longest_edge"]:
+            raise ValueError(
+                f"min_pixels {size['shortest_edge']} must not exceed max_pixels {size['longest_edge']}"
+            )
+        ip.size = type(ip.size)(**size)
     if device is not None:
         model = model.to(device)
     yes_id, no_id = _answer_ids(processor.tokenizer, f"{folder}: tokenizer")
@@ -341,6 +341,7 @@ def real_shape_config(*, text_layers: int = 1, vision_depth: int = 1, tokenizer:
     from transformers import Qwen2_5_VLConfig
 
     data = published_config()
+    data.pop("torch_dtype", None)  # random weights in the caller's default dtype (float32 on CPU)
     data["num_hidden_layers"] = text_layers
     data["max_window_layers"] = text_layers
     vision = dict(data["vision_config"])

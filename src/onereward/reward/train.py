@@ -1,0 +1,312 @@
+"""Pairwise Yes/No SFT of the reward VLM (paper Eq. 3) with accelerate.
+
+Every step takes ``batch_size // 2`` preference pairs and asks both orders of each:
+(winner, loser) -> "Yes" and (loser, winner) -> "No"; the loss is the mean negative
+log-probability of the right answer at the answer position, i.e.
+-1/2 [log P(Yes | w, l, q) + log P(No | l, w, q)] averaged over pairs. Pairs are shuffled per
+epoch with a seeded permutation, so batches mix tasks and dimensions and the data position is a
+pure function of (seed, step).
+
+``accelerate`` places the model (CPU, one GPU, DDP or FSDP from ``configs/accelerate/*.yaml`` via
+``accelerate launch``), runs bf16 autocast and saves/loads checkpoints: every
+``checkpoint_every`` steps ``save_state`` writes model, optimiser, scheduler and RNG states, and
+``state.json`` adds the step (the data position), the loss history and a fingerprint of the run;
+rerunning the same command resumes from the newest complete checkpoint and reproduces the
+uninterrupted run exactly. TensorBoard scalars go to ``<checkpoint_dir>/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from onereward.artifacts import write_json_atomic
+from onereward.errors import InputError
+from onereward.log import Throughput, get_logger
+from onereward.reward.data import Comparison, ImageStore, PreferencePair, both_orders
+from onereward.reward.scoring import RewardScorer
+
+log = get_logger("reward.train")
+
+STATE_FILE = "state.json"
+CHECKPOINT_PREFIX = "step-"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv", "proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one SFT run (profile.reward plus stage parameters)."""
+
+    batch_size: int = 16  # queries per step; each pair contributes its two orders
+    learning_rate: float = 1e-6
+    max_steps: int = 1000
+    finetune: str = "full"  # full | lora
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    lora_rank: int = 16
+    checkpoint_every: int = 0  # 0 = no checkpoints
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise InputError(
+                f"batch_size: expected an even number >= 2 (pairs x both orders), got {self.batch_size}"
+            )
+        if self.max_steps < 1:
+            raise InputError(f"max_steps: expected >= 1, got {self.max_steps}")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate: expected > 0, got {self.learning_rate}")
+        if self.finetune not in ("full", "lora"):
+            raise InputError(f"finetune: expected 'full' or 'lora', got {self.finetune!r}")
+        if self.checkpoint_every < 0:
+            raise InputError(f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, loss/accuracy history, timings, where it resumed from."""
+
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps_per_second: float = 0.0
+    resumed_from: int = 0
+    trainable_parameters: int = 0
+
+
+def pairs_for_step(n_pairs: int, pairs_per_step: int, seed: int, step: int) -> list[int]:
+    """Indices of the pairs of global ``step`` (0-based): epoch-wise seeded permutations, drop last."""
+    per_step = min(pairs_per_step, n_pairs)
+    steps_per_epoch = max(1, n_pairs // per_step)
+    epoch, offset = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_pairs)
+    return order[offset * per_step : (offset + 1) * per_step].tolist()
+
+
+def comparison_batch(comparisons: list[Comparison], store: ImageStore, with_context: bool) -> dict[str, Any]:
+    """Images (uint8 arrays) and query fields of a list of comparisons, for ``RewardScorer.prepare``."""
+    batch: dict[str, Any] = {
+        "images_a": [store.get(c.first) for c in comparisons],
+        "images_b": [store.get(c.second) for c in comparisons],
+        "tasks": [c.task for c in comparisons],
+        "dimensions": [c.dimension for c in comparisons],
+        "prompts": [c.prompt for c in comparisons],
+    }
+    if with_context:
+        batch["sources"] = [store.get(c.source) for c in comparisons]  # type: ignore[arg-type]
+        batch["masks"] = [store.get(c.mask) for c in comparisons]  # type: ignore[arg-type]
+    return batch
+
+
+def sft_loss(
+    scorer: RewardScorer, model: Any, comparisons: list[Comparison], store: ImageStore
+) -> tuple[torch.Tensor, float]:
+    """Eq. 3 on a batch of comparisons: (mean -log P(right answer), accuracy of the answers)."""
+    inputs = scorer.prepare(**comparison_batch(comparisons, store, scorer.template.context_images))
+    log_probs = scorer.answer_log_probs(inputs, model=model)  # [B, 2] = (log P(Yes), log P(No))
+    labels = torch.tensor([0 if c.label_yes else 1 for c in comparisons], device=log_probs.device)
+    loss = -log_probs.gather(1, labels[:, None]).mean()
+    with torch.no_grad():
+        predicted_yes = log_probs[:, 0] > log_probs[:, 1]
+        accuracy = (predicted_yes == (labels == 0)).float().mean().item()
+    return loss, accuracy
+
+
+def _fingerprint(pairs: list[PreferencePair], cfg: TrainConfig, model_path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(
+        json.dumps(
+            [cfg.batch_size, cfg.learning_rate, cfg.finetune, cfg.seed, cfg.warmup_steps, cfg.lora_rank]
+        ).encode()
+    )
+    h.update(model_path.encode())
+    for p in pairs:
+        h.update(f"{p.pair_id}|{p.winner}|{p.loser}|{p.dimension}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """Newest complete checkpoint (one whose ``state.json`` was written) or None."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # cosine decay to 0
+
+    return f
+
+
+def train(
+    scorer: RewardScorer,
+    pairs: list[PreferencePair],
+    store: ImageStore,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Fine-tune ``scorer.model`` in place on ``pairs`` (both orders) for ``cfg.max_steps`` steps.
+
+    With ``finetune="lora"`` LoRA adapters are trained and merged back, so the saved model is a
+    plain HF folder. ``checkpoint_dir`` holds checkpoints and TensorBoard logs; with ``resume`` a
+    complete checkpoint of the same run (same data, model and settings) is continued, and one of a
+    different run raises :class:`InputError`.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
+    cfg.validate()
+    if not pairs:
+        raise InputError("preferences: the train split is empty")
+    use_cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and use_cuda else "no", cpu=not use_cuda)
+    set_seed(cfg.seed)
+    model = scorer.model
+    model.requires_grad_(True)
+    if cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        targets = sorted(names & set(LORA_TARGETS))
+        model = get_peft_model(
+            model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=targets)
+        )
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.finetune == "lora":
+            model.enable_input_require_grads()
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.max_steps))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
+    start_step, history = 0, []
+    if checkpoint_dir is not None and resume:
+        ckpt = latest_checkpoint(checkpoint_dir)
+        if ckpt is not None:
+            state = json.loads((ckpt / STATE_FILE).read_text())
+            if state.get("fingerprint") != fingerprint:
+                raise InputError(
+                    f"checkpoint_dir: {checkpoint_dir} holds checkpoints of a different run (data, model or settings "
+                    f"changed: fingerprint {state.get('fingerprint')} != {fingerprint}); use another checkpoint_dir "
+                    "or resume=False"
+                )
+            accelerator.load_state(str(ckpt))
+            start_step, history = int(state["step"]), list(state["history"])
+            log.info("resumed from %s (step %d)", ckpt, start_step)
+    writer = (
+        SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step) if checkpoint_dir else None
+    )
+
+    pairs_per_step = cfg.batch_size // 2
+    rank, world = accelerator.process_index, accelerator.num_processes
+    t0 = time.perf_counter()
+    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    with Throughput("steps") as tp:
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start_step,
+            desc="reward SFT",
+            disable=not accelerator.is_main_process,
+        )
+        for step in range(start_step, cfg.max_steps):
+            indices = pairs_for_step(len(pairs), pairs_per_step, cfg.seed, step)
+            local = indices[rank::world] or indices[:1]  # each process takes its share of the pairs
+            comparisons = both_orders(pairs, local)
+            with accelerator.autocast():
+                loss, accuracy = sft_loss(scorer, model, comparisons, store)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tp.add(1)
+            bar.update(1)
+            window_loss += loss.item()
+            window_acc += accuracy
+            window_n += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.max_steps:
+                entry = {
+                    "step": done,
+                    "loss": window_loss / window_n,
+                    "train_accuracy": window_acc / window_n,
+                    "lr": scheduler.get_last_lr()[0],
+                }
+                history.append(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.2f}")
+                if writer is not None:
+                    for key in ("loss", "train_accuracy", "lr"):
+                        writer.add_scalar(f"train/{key}", entry[key], done)
+                window_loss, window_acc, window_n = 0.0, 0.0, 0
+            if (
+                checkpoint_dir is not None
+                and cfg.checkpoint_every
+                and done % cfg.checkpoint_every == 0
+                and done < cfg.max_steps
+            ):
+                _save_checkpoint(
+                    accelerator, checkpoint_dir, done, fingerprint, history, cfg.keep_checkpoints
+                )
+        bar.close()
+    if writer is not None:
+        writer.close()
+    seconds = time.perf_counter() - t0
+    steps_done = cfg.max_steps - start_step
+    log.info("reward SFT: %s", tp)
+    unwrapped = accelerator.unwrap_model(model)
+    if cfg.finetune == "lora":
+        unwrapped = unwrapped.merge_and_unload()
+    unwrapped.eval()
+    unwrapped.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        unwrapped.gradient_checkpointing_disable()
+    scorer.vlm.model = unwrapped
+    return TrainResult(
+        steps=cfg.max_steps,
+        history=history,
+        seconds=seconds,
+        steps_per_second=steps_done / seconds if seconds > 0 else 0.0,
+        resumed_from=start_step,
+        trainable_parameters=sum(p.numel() for p in trainable),
+    )
+
+
+def _save_checkpoint(
+    accelerator: Any, checkpoint_dir: Path, step: int, fingerprint: str, history: list, keep: int
+) -> None:
+    """``save_state`` into ``step-N/``; ``state.json`` is written last and marks it complete."""
+    path = checkpoint_dir / f"{CHECKPOINT_PREFIX}{step:08d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        write_json_atomic(path / STATE_FILE, {"step": step, "fingerprint": fingerprint, "history": history})
+        complete = sorted(
+            (p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()),
+            key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
+        )
+        for old in complete[: max(0, len(complete) - keep)]:
+            shutil.rmtree(old, ignore_errors=True)
