@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from annotate_helpers import oracle_pairs, synthetic_candidates
+from annotate_helpers import oracle_pairs, subset_candidates, synthetic_candidates
 
 from onereward import tasks
 from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_agreement
@@ -201,3 +201,21 @@ def test_bad_inputs_name_the_input(candidates: Path, project: Path, tmp_path: Pa
     with pytest.raises(InputError, match="LABEL_STUDIO_API_KEY"):
         run_export(str(candidates), str(tmp_path / "x"), label_studio_url="http://127.0.0.1:9")
     assert not (tmp_path / "x").exists()
+
+
+def test_reward_model_predictions_are_valid_answers(candidates: Path, tmp_path: Path, tiny_zoo: Path) -> None:
+    from onereward.profile import load_profile
+
+    vlm = load_profile("tiny").resolve_model("reward_model", tiny_zoo)
+    one_per_task = {r["task"]: r["item_id"] for r in read_table(candidates / "items.parquet")}
+    small = subset_candidates(candidates, tmp_path / "small", sorted(one_per_task.values()))
+    run_export(str(small), str(tmp_path / "p"), predictions="reward_model", reward_model=str(vlm))
+    tasks_json = json.loads((tmp_path / "p" / "tasks.json").read_text())
+    for t in tasks_json:
+        (pred,) = t["predictions"]
+        assert pred["model_version"] == "reward_model"
+        choices, problems = validate_annotation(t["data"], pred)
+        assert not problems and set(choices) == set(t["data"]["dimensions"])
+        assert all(best != worst for best, worst in choices.values())
+    with pytest.raises(InputError, match="--reward-model"):
+        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model")

@@ -29,6 +29,7 @@ def _export(args: argparse.Namespace) -> int:
             project_version=args.project_version,
             chunk_size=args.chunk_size,
             predictions=args.predictions,
+            reward_model=args.reward_model,
             overlap=args.overlap,
         )
     )

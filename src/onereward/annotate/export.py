@@ -36,6 +36,7 @@ from onereward.annotate.labeling_config import (
     build_labeling_config,
     candidate_key,
     candidate_letters,
+    choice_result,
     dimension_set_name,
 )
 from onereward.errors import InputError
@@ -98,8 +99,19 @@ class TaskDraft:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_task_drafts(cs: CandidateSet, out: Path, *, predictions: str) -> list[TaskDraft]:
-    """Write mask overlays into ``out/overlays`` and describe one task per item (sorted by item id)."""
+def build_task_drafts(
+    cs: CandidateSet, out: Path, *, predictions: str, reward_model: str = ""
+) -> list[TaskDraft]:
+    """Write mask overlays into ``out/overlays`` and describe one task per item (sorted by item id).
+
+    ``predictions``: "none", "oracle" (noise-free oracle choices) or "reward_model" (round-robin
+    comparisons of the candidates by the reward model at ``reward_model``).
+    """
+    scorer = None
+    if predictions == "reward_model":
+        from onereward.reward.scoring import RewardScorer  # torch and transformers only when asked
+
+        scorer = RewardScorer.load(reward_model)
     drafts: list[TaskDraft] = []
     for item_id in tqdm(sorted(cs.items), desc="tasks", unit="item", leave=False):
         item = cs.items[item_id]
@@ -127,6 +139,8 @@ def build_task_drafts(cs: CandidateSet, out: Path, *, predictions: str) -> list[
         draft = TaskDraft(item_id, dset, data[KEY_FIELD], data, images)
         if predictions == "oracle":
             draft.predictions = [oracle_prediction(cs, item_id, data["dimensions"])]
+        elif scorer is not None:
+            draft.predictions = [reward_model_prediction(scorer, cs, item_id, data["dimensions"])]
         drafts.append(draft)
     return drafts
 
@@ -146,6 +160,43 @@ def oracle_prediction(cs: CandidateSet, item_id: str, dimensions: list[str]) -> 
     )
     result, _ = annotate_task(scores, dimensions, noise=0.0, threshold=0.0, rng=np.random.default_rng(0))
     return {"model_version": "oracle", "result": result}
+
+
+def reward_model_prediction(
+    scorer: Any, cs: CandidateSet, item_id: str, dimensions: list[str]
+) -> dict[str, Any]:
+    """A pre-annotation from the reward model: every ordered pair of candidates is compared per
+    dimension; a candidate's score is its mean win probability (both orders, so position bias
+    cancels); best = highest, worst = lowest."""
+    from onereward.annotate.simulate import choose
+
+    item = cs.items[item_id]
+    images = [load_rgb(cs.path(r["image"])) for r in cs.candidates[item_id]]
+    source = load_rgb(cs.path(item["image"]))
+    mask = np.repeat(load_mask(cs.path(item["mask"]))[..., None].astype(np.uint8) * 255, 3, axis=2)
+    n = len(images)
+    ordered = [(i, j) for i in range(n) for j in range(n) if i != j]
+    comps = [(dim, i, j) for dim in dimensions for i, j in ordered]
+    p_yes = scorer.p_yes(
+        [images[i] for _, i, _ in comps],
+        [images[j] for _, _, j in comps],
+        [item["task"]] * len(comps),
+        [dim for dim, _, _ in comps],
+        [item.get("prompt")] * len(comps),
+        sources=[source] * len(comps),
+        masks=[mask] * len(comps),
+    )
+    p = p_yes.detach().float().cpu().numpy()
+    result: list[dict[str, Any]] = []
+    for d_index, dim in enumerate(dimensions):
+        wins = np.zeros(n)
+        block = p[d_index * len(ordered) : (d_index + 1) * len(ordered)]
+        for (i, j), pij in zip(ordered, block, strict=True):
+            wins[i] += pij / (2 * (n - 1))
+            wins[j] += (1 - pij) / (2 * (n - 1))
+        c = choose(wins, 0.0)
+        result += [choice_result(dim, "best", c.best), choice_result(dim, "worst", c.worst)]
+    return {"model_version": "reward_model", "result": result}
 
 
 def task_payload(draft: TaskDraft, url_of: Any, *, task_id: int | None = None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from onereward.tables import write_table
 
 log = get_logger("annotate.stage")
 
-PREDICTION_SOURCES = ("none", "oracle")
+PREDICTION_SOURCES = ("none", "oracle", "reward_model")
 SIMULATED_ANNOTATOR = "simulated-annotator-{k}@onereward.local"
 
 
@@ -63,6 +63,7 @@ def run_export(
     project_version: str = "v1",
     chunk_size: int = 500,
     predictions: str = "none",
+    reward_model: str = "",
     overlap: int = 1,
     max_retries: int = 4,
 ) -> dict[str, Any]:
@@ -85,7 +86,9 @@ def run_export(
         project_title, project_version: the projects are titled ``"<title> <version> [<set>]"``;
             the same title and version reuse the same projects.
         chunk_size: tasks per import request.
-        predictions: "none" or "oracle" (pre-annotations with the noise-free oracle's choices).
+        predictions: pre-annotations shown to annotators: "none", "oracle" (the noise-free
+            oracle's choices, synthetic world) or "reward_model" (needs ``reward_model``).
+        reward_model: a ``reward_model`` artifact or VLM folder, for ``predictions="reward_model"``.
         overlap: annotators per task (Label Studio's ``maximum_annotations`` of new projects).
         max_retries: retries with exponential backoff when the server is unreachable.
     Returns the metrics (``n_tasks``, ``n_new_tasks``, ``n_projects``, tasks per task and set).
@@ -94,6 +97,8 @@ def run_export(
         raise InputError(f"--image-url-prefix: expected s3://, gs:// or http(s)://, got {image_url_prefix!r}")
     if predictions not in PREDICTION_SOURCES:
         raise InputError(f"--predictions: expected one of {PREDICTION_SOURCES}, got {predictions!r}")
+    if predictions == "reward_model" and not reward_model:
+        raise InputError("--reward-model: required with --predictions reward_model (a reward_model artifact)")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"--chunk-size: expected an integer >= 1, got {chunk_size!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
@@ -111,6 +116,7 @@ def run_export(
         "project_version": project_version,
         "chunk_size": chunk_size,
         "predictions": predictions,
+        "reward_model": reward_model or None,
         "overlap": overlap,
     }
     client = None
@@ -134,7 +140,7 @@ def run_export(
         with art.timer("copy_s"):
             copy_candidate_set(cs, art.path)
         with art.timer("tasks_s"):
-            drafts = ex.build_task_drafts(cs, art.path, predictions=predictions)
+            drafts = ex.build_task_drafts(cs, art.path, predictions=predictions, reward_model=reward_model)
         configs = ex.group_configs(cs, drafts)
         for name, cfg in configs.items():
             (art.path / "label_configs").mkdir(exist_ok=True)
