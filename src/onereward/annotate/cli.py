@@ -92,8 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--chunk-size", type=int, default=500, help="tasks per import request (default 500)")
     p.add_argument(
-        "--predictions", choices=("none", "oracle"), default="none", help="pre-annotations (default none)"
+        "--predictions",
+        choices=("none", "oracle", "reward_model"),
+        default="none",
+        help="pre-annotations shown to annotators (default none)",
     )
+    p.add_argument("--reward-model", default="", help="reward_model artifact for --predictions reward_model")
     p.add_argument("--overlap", type=int, default=1, help="annotators per task in new projects (default 1)")
     p.set_defaults(func=_export)
 
