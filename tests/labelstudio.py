@@ -1,4 +1,4 @@
-"""A real Label Studio server for the annotation tests (imported by tests/test_annotate_labelstudio.py).
+"""A real Label Studio server for the annotation tests (used by tests/test_annotate_labelstudio.py).
 
 The server is installed into its own venv on first use (``scripts/install_label_studio.sh``,
 about a minute), migrated once into a template data dir kept beside that venv (about 40 s), and
@@ -8,11 +8,10 @@ of 127.0.0.1. Only the server started here is stopped, by its process handle.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from onereward.annotate.local_server import (
     LocalLabelStudio,
@@ -27,11 +26,11 @@ def template_dir() -> Path:
     return Path(os.environ.get("ONEREWARD_LABEL_STUDIO_TEMPLATE", default_venv() / "onereward-template"))
 
 
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLabelStudio]:
+@contextlib.contextmanager
+def running_label_studio(work_dir: Path) -> Iterator[LocalLabelStudio]:
     """A running server; ``LABEL_STUDIO_API_KEY`` is set to its admin token while it runs."""
     ensure_installed()
-    server = server_from_template(template_dir(), tmp_path_factory.mktemp("label-studio"))
+    server = server_from_template(template_dir(), work_dir)
     server.start()
     old = os.environ.get("LABEL_STUDIO_API_KEY")
     os.environ["LABEL_STUDIO_API_KEY"] = server.token

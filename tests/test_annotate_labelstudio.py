@@ -5,20 +5,29 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from annotate_helpers import oracle_pairs, subset_candidates, synthetic_candidates
 from label_studio_sdk import LabelStudio
-from labelstudio import label_studio  # noqa: F401  (fixture)
+from labelstudio import running_label_studio
 
 from onereward.annotate.client import LabelStudioUnavailable
 from onereward.annotate.labeling_config import choice_result
+from onereward.annotate.local_server import LocalLabelStudio
 from onereward.annotate.stage import run_export, run_import, run_simulate
 from onereward.errors import InputError
 from onereward.tables import read_table
 
 pytestmark = pytest.mark.labelstudio
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLabelStudio]:
+    """A real server for this module (installed and migrated on first use, see tests/labelstudio.py)."""
+    with running_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +39,7 @@ def _all_text(root: Path) -> str:
     return "\n".join(p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file())
 
 
-def test_round_trip_pairs_equal_the_oracle(label_studio, candidates: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_round_trip_pairs_equal_the_oracle(label_studio, candidates: Path, tmp_path: Path) -> None:
     srv = label_studio
     export_kw = dict(
         label_studio_url=srv.url, document_root=str(srv.document_root), project_title="roundtrip"
@@ -84,7 +93,7 @@ def test_round_trip_pairs_equal_the_oracle(label_studio, candidates: Path, tmp_p
 
 def test_server_down_then_rerun_completes_without_duplicates(
     label_studio, candidates: Path, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     srv = label_studio
     kw = dict(
         label_studio_url=srv.url, document_root=str(srv.document_root), project_title="faults", chunk_size=2
@@ -110,7 +119,7 @@ def test_server_down_then_rerun_completes_without_duplicates(
     assert len(keys) == len(set(keys)) == 9
 
 
-def test_wrong_token_is_a_clear_error(label_studio, candidates: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+def test_wrong_token_is_a_clear_error(label_studio, candidates: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
     with pytest.raises(InputError) as err:
         run_export(
@@ -127,7 +136,7 @@ def test_wrong_token_is_a_clear_error(label_studio, candidates: Path, tmp_path: 
 def test_invalid_partial_cancelled_and_contradictory_answers_are_excluded(
     label_studio,
     candidates: Path,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     srv = label_studio
     run_export(
