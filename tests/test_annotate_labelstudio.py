@@ -39,7 +39,13 @@ def _all_text(root: Path) -> str:
     return "\n".join(p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file())
 
 
-def test_round_trip_pairs_equal_the_oracle(label_studio, candidates: Path, tmp_path: Path) -> None:
+def test_round_trip_pairs_equal_the_oracle(
+    label_studio,
+    candidates: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     srv = label_studio
     export_kw = dict(
         label_studio_url=srv.url, document_root=str(srv.document_root), project_title="roundtrip"
@@ -89,6 +95,9 @@ def test_round_trip_pairs_equal_the_oracle(label_studio, candidates: Path, tmp_p
         assert (tmp_path / "prefs" / row["winner_image"]).is_file()
     assert all(a["pairwise"] == 1.0 for a in metrics["agreement"].values())
     assert sum(sum(d.values()) for d in metrics["counts"].values()) == len(pairs)
+    # ... and in no log line or console output.
+    out, err = capfd.readouterr()
+    assert srv.token not in caplog.text + out + err
 
 
 def test_server_down_then_rerun_completes_without_duplicates(
