@@ -332,7 +332,13 @@ def test_cli_runs_the_stage(synth_pool, zoo, tmp_path, capsys):
         assert flag in help_text
 
 
-def test_bad_parameters_are_clear_errors(synth_pool, zoo, tmp_path):
+def test_bad_parameters_are_clear_errors(synth_pool, zoo, tmp_path, capsys):
+    from onereward.cli import main
+
+    rc = main(["select", "--pool", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--size", "3",
+               "--zoo", str(zoo)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and f"onereward select: error: --pool: {tmp_path / 'nope'} is not a directory" in err
     with pytest.raises(InputError, match="size: must be >= 1"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=0)
     with pytest.raises(InputError, match="backend: expected one of auto, sklearn, faiss"):
