@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,15 +70,29 @@ CHAT_TEMPLATE = (
 )
 
 # Words that get whole-word merges in the tiny vocabulary: the answers (which must be single
-# tokens) and words of the chat template and reward queries, so that sequences stay short.
-_WORDS: tuple[str, ...] = (
+# tokens), words of the chat template, the reward queries and the dimension definitions, and the
+# synthetic world's prompt vocabulary, so that sequences stay short (a query is ~40 tokens instead
+# of ~120 bytes-and-pairs) and tiny training steps stay cheap.
+_STATIC_WORDS: tuple[str, ...] = (
     "Yes", "No", "system", "user", "assistant", "You", "are", "a", "helpful", "the", "first", "second",
     "image", "images", "is", "better", "than", "for", "task", "dimension", "prompt", "fill", "extend",
     "object", "removal", "text", "alignment", "consistency", "structure", "aesthetics", "quality",
     "Task", "Dimension", "Prompt", "Answer", "or", "with", "and", "of", "in", "to", "Is", "Image",
-    "source", "mask", "edited", "region", "remove", "specified", "naturally", "red", "green", "blue",
-    "yellow", "circle", "square", "triangle", "Compare", "two", "results", "which", "one",
+    "source", "mask", "edited", "edit", "region", "remove", "specified", "naturally", "Compare", "two",
+    "results", "that", "follow", "The", "which", "one", "on", "word", "letters", "background", "plain",
+    "gradient", "striped", "checkered", "red", "green", "blue", "yellow", "purple", "orange", "grey",
+    "light", "beige", "pale", "sage", "slate", "sand", "charcoal", "circle", "square", "triangle",
+    "OPEN", "STOP", "EXIT", "HOTEL", "TAXI", "WIFI",
 )  # fmt: skip
+
+
+def _vocabulary_words() -> tuple[str, ...]:
+    from onereward.tasks import DIMENSION_DEFINITIONS
+
+    words = list(_STATIC_WORDS)
+    for text in DIMENSION_DEFINITIONS.values():
+        words.extend(w for w in re.findall(r"[A-Za-z]+", text) if w not in words)
+    return tuple(dict.fromkeys(words))
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -94,13 +109,14 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
-def build_vocabulary(words: tuple[str, ...] = _WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def build_vocabulary(words: tuple[str, ...] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level vocabulary (256 byte symbols) plus left-to-right merges for ``words``.
 
     Each word gets merges in its bare form and with a leading space (``Ġword``), built one
     character at a time, so BPE turns it into a single token (bare forms may still split when an
     earlier word's merge pre-empts them; the answers never do). Returns (vocab, merges).
     """
+    words = _vocabulary_words() if words is None else words
     byte_map = _bytes_to_unicode()
     vocab: dict[str, int] = {}
     for b in range(256):
@@ -162,6 +178,10 @@ class TinySize:
     vision_heads: int = 2
     vision_intermediate: int = 64
     mrope_section: tuple[int, int, int] = (2, 3, 3)  # sums to head_dim / 2 = 64 / 4 / 2
+    # Weight init std. The published 0.02 suits widths of thousands; at width 64 it makes the
+    # attention logits ~0 (uniform attention), so the first and the second image look alike to
+    # the answer position and pairwise training stalls at P(Yes) = 0.5. ~1/sqrt(width) does not.
+    initializer_range: float = 0.12
 
 
 def tiny_config(tokenizer: Any, size: TinySize = TinySize()) -> Any:
@@ -193,6 +213,7 @@ def tiny_config(tokenizer: Any, size: TinySize = TinySize()) -> Any:
             "eos_token_id": ids[IM_END],
             "pad_token_id": ids[ENDOFTEXT],
             "max_window_layers": size.text_layers,
+            "initializer_range": size.initializer_range,
         },
         vision_config={
             "depth": size.vision_depth,
@@ -206,6 +227,7 @@ def tiny_config(tokenizer: Any, size: TinySize = TinySize()) -> Any:
             "window_size": 112,
             "fullatt_block_indexes": [size.vision_depth - 1],
             "tokens_per_second": 2,
+            "initializer_range": size.initializer_range,
         },
         image_token_id=ids[IMAGE_PAD],
         video_token_id=ids[VIDEO_PAD],

@@ -259,6 +259,9 @@ def train(
                 }
                 history.append(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.2f}")
+                log.debug(
+                    "step %d loss %.4f train accuracy %.3f", done, entry["loss"], entry["train_accuracy"]
+                )
                 if writer is not None:
                     for key in ("loss", "train_accuracy", "lr"):
                         writer.add_scalar(f"train/{key}", entry[key], done)

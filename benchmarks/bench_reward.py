@@ -1,0 +1,223 @@
+"""Benchmark of train_reward_model: the tiny profile's quality target and throughputs.
+
+1. Quality: synthetic pool -> synthetic candidates -> export (offline) -> simulated annotators
+   (noise-free oracle) -> import -> ``onereward.reward.stage.run`` with the tiny profile. Prints the
+   test accuracy per task x dimension (Table 1 shape), the mean (target >= 0.75), order
+   consistency, ECE, wall and CPU seconds of training.
+2. Throughput (tiny): pairs scored per second without gradients, P(Yes) with gradients to the pixels,
+   training steps per second.
+3. GPU only (skipped without CUDA): the 7B architecture (published config, random weights, bf16):
+   pairs scored per second and peak memory.
+
+``python benchmarks/bench_reward.py [--items 1200] [--steps N] [--skip-quality]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import peak_rss_mb, print_table, write_results  # noqa: E402
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def build_preferences(root: Path, n_items: int, seed: int) -> Path:
+    """The offline annotation chain on the synthetic world (falls back to the oracle helper)."""
+    from onereward.synth.candidates import make_candidates
+    from onereward.synth.world import make_pool
+
+    make_pool(root / "pool", n_items, seed=seed)
+    make_candidates(root / "pool", root / "candidates", per_item=4, seed=seed)
+    try:
+        from onereward.annotate.stage import run_export, run_import, run_simulate
+    except ImportError:
+        from onereward.reward.oracle_preferences import write_oracle_preferences
+
+        write_oracle_preferences(root / "candidates", root / "preferences")
+        return root / "preferences"
+    run_export(str(root / "candidates"), str(root / "project"))
+    run_simulate(str(root / "project"), str(root / "annotations"), noise=0.0, seed=seed)
+    run_import(str(root / "annotations"), str(root / "preferences"))
+    return root / "preferences"
+
+
+def quality(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from onereward import tasks
+    from onereward.models import reward_vlm
+    from onereward.reward import stage
+
+    t0 = time.perf_counter()
+    prefs = build_preferences(root, args.items, args.seed)
+    data_s = time.perf_counter() - t0
+    reward_vlm.build_tiny(root / "zoo" / "reward_vlm", seed=0)
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    metrics = stage.run(
+        str(prefs), str(root / "reward_model"), zoo=str(root / "zoo"), max_steps=args.steps, seed=args.seed
+    )
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    rows = []
+    for task in tasks.TASKS:
+        for dim, value in sorted(metrics["accuracy"].get(task, {}).items()):
+            rows.append([task, dim, metrics["n_test_pairs"][task][dim], round(value, 3)])
+    rows.append(["mean", "", metrics["n_test_pair_total"], round(metrics["mean_accuracy"], 3)])
+    print_table(
+        "reward model test accuracy (tiny profile, oracle preferences)",
+        ["task", "dimension", "test pairs", "accuracy"],
+        rows,
+    )
+    print_table(
+        "reward model training",
+        ["figure", "value"],
+        [
+            ["train pairs", metrics["n_train_pairs"]],
+            ["steps", metrics["train_steps"]],
+            ["train steps/s", round(metrics["train_steps_per_second"], 2)],
+            ["stage wall s", round(wall, 1)],
+            ["stage CPU s", round(cpu, 1)],
+            ["order consistency", round(metrics["order_consistency"], 3)],
+            ["ECE", round(metrics["ece"], 3)],
+            ["data prep s", round(data_s, 1)],
+        ],
+    )
+    return {
+        "accuracy": metrics["accuracy"],
+        "mean_accuracy": metrics["mean_accuracy"],
+        "target_mean_accuracy": 0.75,
+        "order_consistency": metrics["order_consistency"],
+        "ece": metrics["ece"],
+        "n_train_pairs": metrics["n_train_pairs"],
+        "n_test_pairs": metrics["n_test_pair_total"],
+        "train_steps": metrics["train_steps"],
+        "train_steps_per_second": metrics["train_steps_per_second"],
+        "stage_wall_s": wall,
+        "stage_cpu_s": cpu,
+        "test_pairs_per_second": metrics["test_pairs_per_second"],
+    }
+
+
+def throughput(root: Path, n_pairs: int = 128) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from onereward.models import reward_vlm
+    from onereward.reward.scoring import RewardScorer
+
+    folder = root / "tput_vlm"
+    reward_vlm.build_tiny(folder, seed=0)
+    scorer = RewardScorer.load(folder)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (n_pairs, 64, 64, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (n_pairs, 64, 64, 3), dtype=np.uint8)
+    tasks_, dims, prompts = ["image_fill"] * n_pairs, ["aesthetics"] * n_pairs, ["a red circle"] * n_pairs
+    scorer.p_yes(list(a[:8]), list(b[:8]), tasks_[:8], dims[:8], prompts[:8])  # warm-up
+    t0 = time.perf_counter()
+    scorer.p_yes(list(a), list(b), tasks_, dims, prompts, batch_size=32)
+    no_grad = n_pairs / (time.perf_counter() - t0)
+    x = torch.from_numpy(a[:16]).permute(0, 3, 1, 2).float().div(255).requires_grad_(True)
+    y = torch.from_numpy(b[:16]).permute(0, 3, 1, 2).float().div(255)
+    t0 = time.perf_counter()
+    reps = 4
+    for _ in range(reps):
+        scorer.p_yes(x, y, tasks_[:16], dims[:16], prompts[:16], grad=True).sum().backward()
+    with_grad = reps * 16 / (time.perf_counter() - t0)
+    print_table(
+        "tiny reward VLM throughput (CPU, 64 px)",
+        ["path", "pairs/s"],
+        [
+            ["no grad (processor, batch 32)", round(no_grad, 1)],
+            ["grad to pixels (batch 16, fwd+bwd)", round(with_grad, 1)],
+        ],
+    )
+    return {"tiny_pairs_per_second_no_grad": no_grad, "tiny_pairs_per_second_grad": with_grad}
+
+
+def gpu_7b(n_pairs: int = 32, image_size: int = 512) -> dict[str, Any]:
+    """The published 7B architecture in bf16 with random weights (needs CUDA)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from onereward.models import reward_vlm
+    from onereward.reward.scoring import RewardScorer
+    from onereward.reward.template import default_template
+
+    if not torch.cuda.is_available():
+        print("GPU benchmark skipped: no CUDA device", flush=True)
+        return {"gpu": None}
+    tokenizer = reward_vlm.build_tokenizer()
+    config = reward_vlm.real_shape_config(text_layers=28, vision_depth=32, tokenizer=tokenizer)
+    config.text_config.vocab_size = reward_vlm.published_config()["vocab_size"]  # full 152064-row head
+    config.vision_config.fullatt_block_indexes = [7, 15, 23, 31]
+    torch.cuda.reset_peak_memory_stats()
+    with torch.device("cuda"):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16).eval().requires_grad_(False)
+    processor = reward_vlm.build_processor(
+        tokenizer, min_pixels=image_size * image_size, max_pixels=image_size * image_size
+    )
+    yes, no = tokenizer.convert_tokens_to_ids([reward_vlm.YES_TOKEN, reward_vlm.NO_TOKEN])
+    scorer = RewardScorer(reward_vlm.RewardVLM(model, processor, yes, no, "7b-random"), default_template())
+    x = torch.rand(n_pairs, 3, image_size, image_size, device="cuda")
+    y = torch.rand(n_pairs, 3, image_size, image_size, device="cuda")
+    t_, d_, p_ = ["image_fill"] * n_pairs, ["text_alignment"] * n_pairs, ["a red circle"] * n_pairs
+    scorer.p_yes(x[:4], y[:4], t_[:4], d_[:4], p_[:4], batch_size=4)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    scorer.p_yes(x, y, t_, d_, p_, batch_size=8)
+    torch.cuda.synchronize()
+    rate = n_pairs / (time.perf_counter() - t0)
+    xg = x[:2].clone().requires_grad_(True)
+    scorer.p_yes(xg, y[:2], t_[:2], d_[:2], p_[:2], grad=True).sum().backward()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    print_table(
+        f"Qwen2.5-VL-7B architecture, random weights, bf16, {image_size} px",
+        ["figure", "value"],
+        [
+            ["pairs/s (no grad, batch 8)", round(rate, 2)],
+            ["peak GPU memory GiB (incl. grad pass, batch 2)", round(peak, 1)],
+        ],
+    )
+    return {
+        "gpu": {
+            "device": torch.cuda.get_device_name(),
+            "pairs_per_second": rate,
+            "peak_memory_gib": peak,
+            "image_size": image_size,
+        }
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1200, help="synthetic items (about 2.9 pairs each)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the tiny profile's)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-quality", action="store_true", help="only the throughput parts")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ONEREWARD_LOG_LEVEL", "WARNING")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_reward_") as tmp:
+        root = Path(tmp)
+        if not args.skip_quality:
+            results["quality"] = quality(args, root)
+        results["throughput"] = throughput(root)
+        results.update(gpu_7b())
+    results["peak_rss_mb"] = peak_rss_mb()
+    write_results("reward", results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
