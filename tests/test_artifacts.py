@@ -171,3 +171,31 @@ def test_not_json_and_missing_manifest(tmp_path: Path) -> None:
 def test_unknown_kind_refused_on_write(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="unknown artifact kind 'blob'"):
         ArtifactWriter(tmp_path / "x", kind="blob", stage="s")
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_artifact(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(
+        ArtifactError, match=r"--out: .*precious is a non-empty directory that is not an onereward artifact"
+    ):
+        _write(precious)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # no staging leftovers
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ArtifactError, match="exists and is not a directory"):
+        _write(afile)
+    assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("field", ["inputs", "counts", "timings"])
+def test_manifest_field_types_are_checked(tmp_path: Path, field: str) -> None:
+    out = tmp_path / "a"
+    _write(out)
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    data[field] = "oops"
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=f"field '{field}' must be"):
+        read_artifact(out)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onereward.artifacts import ArtifactError
 from onereward.profile import ProfileError, load_profile
 from onereward.tasks import (
     DIMENSIONS,
@@ -63,6 +64,25 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
         ),
         (lambda d: d.update(image_size=60), r"image_size: must be a multiple of 16"),
         (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected 'full' or 'lora'"),
+        (lambda d: d["select"].update(num_workers=-3), r"select.num_workers: must be >= 0"),
+        (
+            lambda d: d["select"].update(dedup_threshold=7),
+            r"select.dedup_threshold: expected a cosine similarity",
+        ),
+        (
+            lambda d: d["reward"].update(min_pixels=10**7),
+            r"reward.min_pixels: must not exceed reward.max_pixels",
+        ),
+        (lambda d: d["generate"].update(max_sequence_length=0), r"generate.max_sequence_length: must be > 0"),
+        (lambda d: d.update(name="../../evil"), r"custom.yaml: name: expected letters"),
+        (
+            lambda d: d["models"]["reward_model"].update(family="flux_fill"),
+            r"models.reward_model.family: expected ''",
+        ),
+        (
+            lambda d: d["models"]["clip"].update(ref="zoo:reward_vlm"),
+            r"models.clip.ref: the tiny zoo holds this model as 'zoo:clip'",
+        ),
     ],
 )
 def test_invalid_profiles_name_the_key(tmp_path: Path, mutate, pattern: str) -> None:
@@ -81,12 +101,11 @@ def test_missing_model_folder(tmp_path: Path) -> None:
         load_profile(_write(tmp_path, data))
 
 
-def test_resolve_zoo_ref_needs_the_folder(tmp_path: Path) -> None:
+def test_resolve_zoo_ref_needs_a_zoo(tmp_path: Path) -> None:
     prof = load_profile("tiny")
-    with pytest.raises(ProfileError, match=r"models.clip.ref is 'zoo:clip' but .*clip does not exist"):
-        prof.resolve_model("clip", tmp_path)
     (tmp_path / "clip").mkdir()
-    assert prof.resolve_model("clip", tmp_path) == str(tmp_path / "clip")
+    with pytest.raises(ArtifactError, match=r"--zoo: .*manifest.json is missing"):
+        prof.resolve_model("clip", tmp_path)
     assert load_profile("full").resolve_model("reward_model") == "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
@@ -95,7 +114,13 @@ def test_unknown_profile_name_and_bad_yaml(tmp_path: Path) -> None:
         load_profile("medium")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
-    with pytest.raises(ProfileError, match="not valid YAML"):
+    with pytest.raises(ProfileError, match=r"bad.yaml: not valid YAML at line \d+, column \d+: ") as exc:
+        load_profile(bad)
+    assert "\n" not in str(exc.value)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(
+        ProfileError, match=r"bad.yaml: expected a mapping of profile keys at the top level, got list"
+    ):
         load_profile(bad)
 
 

@@ -105,4 +105,36 @@ def test_each_model_loads_and_runs(tiny_zoo: Path) -> None:
     batch = vlm.processor(text=[text], images=[source, source], return_tensors="pt")
     with torch.no_grad():
         logits = vlm.model(**batch).logits[0, -1]
-    assert logits.shape[0] >= max(vlm.yes_id, vlm.no_id) and torch.isfinite(logits).all()
+    assert logits.shape[0] > max(vlm.yes_id, vlm.no_id) and torch.isfinite(logits).all()
+
+
+def test_zoo_is_verified_before_use(tmp_path: Path, tiny_zoo: Path) -> None:
+    """A tampered zoo or one built for other models is refused with an error naming the field."""
+    import shutil
+
+    import yaml
+
+    from onereward.artifacts import ArtifactError
+
+    prof = load_profile("tiny")
+    assert prof.resolve_model("generator", tiny_zoo) == str(tiny_zoo / "flux_fill")
+    copy = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, copy)
+    weights = next((copy / "flux_fill").rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match=r"--zoo: .*field 'content_hash'"):
+        prof.resolve_model("generator", copy)
+
+    other = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "src/onereward/profiles/tiny.yaml").read_text()
+    )
+    other["models"]["clip"]["arch"] = "another-arch"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(ArtifactError, match=r"models_sha.*the zoo was built for another profile"):
+        load_profile(tmp_path / "other.yaml").resolve_model("clip", tiny_zoo)
+
+
+def test_cache_key_covers_the_builders(tiny_zoo: Path) -> None:
+    from onereward.zoo import code_sha
+
+    assert code_sha() in tiny_zoo.name and load_profile("tiny").models_sha in tiny_zoo.name

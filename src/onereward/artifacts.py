@@ -181,6 +181,22 @@ def _is_empty_dir(p: Path) -> bool:
     return p.is_dir() and not any(p.iterdir())
 
 
+def check_output_dir(out_dir: str | os.PathLike[str], what: str = "--out") -> None:
+    """Refuse an output path that would destroy something that is not one of our artifacts.
+
+    Allowed: a path that does not exist, an empty directory (KFP pre-creates output dirs) or an
+    earlier artifact (a directory with ``manifest.json``), which a rerun replaces.
+    """
+    p = Path(out_dir)
+    if p.is_symlink() or (p.exists() and not p.is_dir()):
+        raise ArtifactError(f"{what}: {p} exists and is not a directory; refusing to replace it")
+    if p.is_dir() and not _is_empty_dir(p) and not (p / MANIFEST_NAME).is_file():
+        raise ArtifactError(
+            f"{what}: {p} is a non-empty directory that is not an onereward artifact (no {MANIFEST_NAME}); "
+            "refusing to replace it: choose a new or empty folder"
+        )
+
+
 class ArtifactWriter:
     """Context manager that stages an artifact directory and moves it into place atomically.
 
@@ -218,6 +234,7 @@ class ArtifactWriter:
         self.manifest: Manifest | None = None
 
     def __enter__(self) -> ArtifactWriter:
+        check_output_dir(self.out_dir)  # fail before any work, not after it
         self._t0 = time.perf_counter()
         self.path.mkdir(parents=True, exist_ok=self.resume)
         return self
@@ -266,8 +283,9 @@ class ArtifactWriter:
         write_json_atomic(self.path / MANIFEST_NAME, manifest.to_json())
         # Move into place: an existing target (a rerun, or the empty dir KFP pre-creates) is moved
         # aside first and removed only after the new one is in place.
+        check_output_dir(self.out_dir)
         backup = None
-        if self.out_dir.exists() or self.out_dir.is_symlink():
+        if self.out_dir.exists():
             if _is_empty_dir(self.out_dir):
                 self.out_dir.rmdir()
             else:
@@ -324,6 +342,9 @@ def read_artifact(
             f"{what}: {mpath} field 'schema_version' is {data['schema_version']} for kind {got_kind!r}; "
             f"this version of onereward reads schema {SCHEMAS[got_kind]}"
         )
+    for key, typ in (("inputs", list), ("counts", dict), ("timings", dict)):
+        if key in data and not isinstance(data[key], typ):
+            raise ArtifactError(f"{what}: {mpath} field {key!r} must be {typ.__name__}, got {data[key]!r}")
     known = {f for f in Manifest.__dataclass_fields__ if f != "path"}
     manifest = Manifest(**{k: v for k, v in data.items() if k in known})
     manifest.path = root

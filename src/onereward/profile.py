@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -127,6 +128,12 @@ class Profile:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    @property
+    def models_sha(self) -> str:
+        """Hash of the ``models`` section only: what a zoo built for this profile depends on."""
+        blob = json.dumps(dataclasses.asdict(self.models), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def model_ref(self, name: str) -> ModelRef:
         if name not in {f.name for f in dataclasses.fields(Models)}:
             raise ProfileError(f"{self.source}: models.{name}: no such model in the profile")
@@ -140,10 +147,12 @@ class Profile:
         """
         ref = self.model_ref(name).ref
         if ref.startswith("zoo:"):
-            if zoo_dir is None:
-                from onereward.zoo import ensure_zoo
+            from onereward.zoo import ensure_zoo, verify_zoo
 
+            if zoo_dir is None:
                 zoo_dir = ensure_zoo(self)
+            else:
+                verify_zoo(self, zoo_dir)
             path = Path(zoo_dir) / ref[4:]
             if not path.exists():
                 raise ProfileError(
@@ -232,7 +241,25 @@ def _validate_values(p: Profile, where: str) -> None:
     positive("image_size", p.image_size)
     if p.image_size % 16:
         raise ProfileError(f"{where}image_size: must be a multiple of 16, got {p.image_size}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", p.name) or p.name.startswith("."):
+        raise ProfileError(
+            f"{where}name: expected letters, digits, '_', '-', '.' (it names cache folders), got {p.name!r}"
+        )
     positive("select.batch_size", p.select.batch_size)
+    positive("select.image_size", p.select.image_size)
+    if p.select.num_workers < 0:
+        raise ProfileError(f"{where}select.num_workers: must be >= 0, got {p.select.num_workers}")
+    if not 0.0 < p.select.dedup_threshold <= 1.0:
+        raise ProfileError(
+            f"{where}select.dedup_threshold: expected a cosine similarity in (0, 1], got {p.select.dedup_threshold}"
+        )
+    positive("generate.max_sequence_length", p.generate.max_sequence_length)
+    positive("reward.max_steps", p.reward.max_steps)
+    positive("reward.min_pixels", p.reward.min_pixels)
+    if p.reward.min_pixels > p.reward.max_pixels:
+        raise ProfileError(
+            f"{where}reward.min_pixels: must not exceed reward.max_pixels ({p.reward.min_pixels} > {p.reward.max_pixels})"
+        )
     positive("generate.num_candidates", p.generate.num_candidates)
     positive("generate.batch_size", p.generate.batch_size)
     if not 1 <= p.generate.min_steps <= p.generate.max_steps:
@@ -243,15 +270,25 @@ def _validate_values(p: Profile, where: str) -> None:
         raise ProfileError(f"{where}reward.finetune: expected 'full' or 'lora', got {p.reward.finetune!r}")
     if p.generate.dtype not in ("float32", "bfloat16", "float16"):
         raise ProfileError(f"{where}generate.dtype: expected float32, bfloat16 or float16")
-    families = {"generator": "flux_fill", "generator_sd": "sd_inpaint"}
+    families = {"generator": "flux_fill", "generator_sd": "sd_inpaint", "clip": "", "reward_model": ""}
     for key, family in families.items():
         got = getattr(p.models, key).family
         if got != family:
             raise ProfileError(f"{where}models.{key}.family: expected {family!r}, got {got!r}")
+    zoo_folders = {
+        "clip": "clip",
+        "generator": "flux_fill",
+        "generator_sd": "sd_inpaint",
+        "reward_model": "reward_vlm",
+    }
     for f in dataclasses.fields(Models):
         ref = getattr(p.models, f.name).ref
         if not ref:
             raise ProfileError(f"{where}models.{f.name}.ref: must not be empty")
+        if ref.startswith("zoo:") and ref != f"zoo:{zoo_folders[f.name]}":
+            raise ProfileError(
+                f"{where}models.{f.name}.ref: the tiny zoo holds this model as 'zoo:{zoo_folders[f.name]}', got {ref!r}"
+            )
         if _looks_like_path(ref) and not Path(ref).expanduser().exists():
             raise ProfileError(f"{where}models.{f.name}.ref: model folder {ref} does not exist")
 
@@ -275,7 +312,14 @@ def load_profile(name_or_path: str | os.PathLike[str] | Profile) -> Profile:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ProfileError(f"{source}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProfileError(f"{source}: not valid YAML{at}: {problem}") from e
+    if not isinstance(data, dict):
+        raise ProfileError(
+            f"{source}: expected a mapping of profile keys at the top level, got {type(data).__name__}"
+        )
     where = f"{source}: "
     profile = _build(Profile, data, where)
     _validate_values(profile, where)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib
 import os
 import time
@@ -33,6 +34,19 @@ ZOO_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
+def code_sha() -> str:
+    """Hash of the code and packaged configs that build the tiny models (and the package version):
+    part of the zoo cache key, so changing a builder never reuses a stale cached zoo."""
+    from onereward import __version__
+
+    models_dir = Path(__file__).resolve().parents[1] / "models"
+    h = hashlib.sha256(__version__.encode())
+    for p in sorted([*models_dir.glob("*.py"), *models_dir.glob("configs/*")]):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_root() -> Path:
     """Root of onereward's caches (``$ONEREWARD_CACHE`` or ``~/.cache/onereward``)."""
     return Path(os.environ.get("ONEREWARD_CACHE", Path.home() / ".cache" / "onereward"))
@@ -41,7 +55,13 @@ def cache_root() -> Path:
 def build_zoo(profile: str | Profile, out: str | os.PathLike[str], *, seed: int = 0) -> Manifest:
     """Build (tiny) or record (full) every model of ``profile`` into the zoo artifact ``out``."""
     prof = load_profile(profile)
-    params: dict[str, Any] = {"profile": prof.name, "profile_sha": prof.sha, "seed": seed}
+    params: dict[str, Any] = {
+        "profile": prof.name,
+        "profile_sha": prof.sha,
+        "models_sha": prof.models_sha,
+        "code_sha": code_sha(),
+        "seed": seed,
+    }
     with ArtifactWriter(out, kind="zoo", stage="build_zoo", parameters=params) as art:
         models: dict[str, Any] = {}
         for folder, (key, module_name) in ZOO_MODELS.items():
@@ -78,7 +98,7 @@ def ensure_zoo(profile: str | Profile, *, seed: int = 0) -> Path:
     prof = load_profile(profile)
     root = cache_root() / "zoo"
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{prof.name}-{prof.sha}-seed{seed}"
+    target = root / f"{prof.name}-{prof.models_sha}-{code_sha()}-seed{seed}"
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -95,9 +115,38 @@ def ensure_zoo(profile: str | Profile, *, seed: int = 0) -> Path:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_VERIFIED: dict[tuple[str, float], str] = {}
+
+
+def verify_zoo(profile: str | Profile, zoo: str | os.PathLike[str]) -> Manifest:
+    """Check that ``zoo`` is an intact zoo artifact built for this profile's models.
+
+    Verifies kind, schema and content hash (once per process and manifest) and that the zoo's
+    recorded ``models_sha`` matches the profile's ``models`` section.
+    """
+    prof = load_profile(profile)
+    mpath = Path(zoo) / "manifest.json"
+    key = (str(Path(zoo).resolve()), mpath.stat().st_mtime if mpath.exists() else 0.0)
+    manifest = read_artifact(zoo, kind="zoo", verify_hash=key not in _VERIFIED, what="--zoo")
+    _VERIFIED[key] = manifest.content_hash
+    built_for = manifest.parameters.get("models_sha")
+    if built_for is not None and built_for != prof.models_sha:
+        raise ArtifactError(
+            f"--zoo: {mpath} field 'producer.parameters.models_sha' is {built_for}, but profile "
+            f"{prof.name!r} ({prof.source}) has models {prof.models_sha}: the zoo was built for another profile"
+        )
+    return manifest
+
+
+def zoo_manifest(profile: str | Profile, zoo: str | os.PathLike[str] | None) -> Manifest:
+    """The zoo a stage uses (explicit, or the cached one), verified: for the stage's ``inputs``."""
+    prof = load_profile(profile)
+    return verify_zoo(prof, zoo) if zoo else read_artifact(ensure_zoo(prof), kind="zoo", verify_hash=False)
+
+
 def zoo_dir_for(profile: str | Profile, zoo: str | os.PathLike[str] | None) -> Path | None:
     """Validate an explicit zoo artifact dir (or return None to let profiles use the cache)."""
     if zoo is None or str(zoo) == "":
         return None
-    read_artifact(zoo, kind="zoo", verify_hash=False, what="zoo")
+    verify_zoo(profile, zoo)
     return Path(zoo)
