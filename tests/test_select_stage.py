@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from onereward.artifacts import read_artifact
+from onereward.artifacts import ArtifactWriter, read_artifact
 from onereward.errors import InputError
 from onereward.models import clip
+from onereward.profile import load_profile
 from onereward.select import cli as select_cli
 from onereward.select.stage import run
 from onereward.synth.world import make_pool
@@ -24,9 +25,17 @@ SUBSET_COLUMNS = ["item_id", "task", "image", "mask", "prompt", "meta", "target"
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("zoo")
-    clip.build_tiny(root / "clip", seed=0)
+def zoo(tiny_zoo) -> Path:
+    """The session's tiny zoo artifact (conftest), which holds clip/."""
+    return tiny_zoo
+
+
+def _clip_only_zoo(root: Path, seed: int) -> Path:
+    """A zoo artifact for the tiny profile holding only a CLIP built with another seed."""
+    prof = load_profile("tiny")
+    params = {"profile": prof.name, "models_sha": prof.models_sha, "seed": seed}
+    with ArtifactWriter(root, kind="zoo", stage="test_select_stage", parameters=params) as art:
+        clip.build_tiny(art.path / "clip", seed=seed)
     return root
 
 
@@ -275,8 +284,8 @@ def test_cache_hit_on_rerun(zoo, tmp_path):
         np.load(tmp_path / "two" / "embeddings.npy"), np.load(tmp_path / "three" / "embeddings.npy")
     )
     # A different model is a different cache folder; use_cache=False touches no cache.
-    clip.build_tiny(zoo.parent / "zoo_other" / "clip", seed=1)
-    other = _run(pool, tmp_path / "four", zoo.parent / "zoo_other", cache, size=5)
+    other_zoo = _clip_only_zoo(tmp_path / "zoo_other", seed=1)
+    other = _run(pool, tmp_path / "four", other_zoo, cache, size=5)
     assert other["n_cache_hits"] == 0 and len(list((cache / "embeddings").iterdir())) == 2
     nocache = run(str(pool), str(tmp_path / "five"), size=5, zoo=str(zoo), cache_dir=str(tmp_path / "unused"),
                   use_cache=False, progress=False)  # fmt: skip
