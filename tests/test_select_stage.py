@@ -73,6 +73,7 @@ def test_subset_artifact_follows_the_contract(synth_pool, zoo, tmp_path):
     manifest = read_artifact(tmp_path / "subset", kind="subset")
     pool_manifest = read_artifact(synth_pool, kind="pool")
     assert manifest.inputs[0]["content_hash"] == pool_manifest.content_hash
+    assert manifest.inputs[1]["content_hash"] == read_artifact(zoo, kind="zoo").content_hash
     root = tmp_path / "subset"
     table = pq.read_table(root / "items.parquet")
     assert table.column_names == SUBSET_COLUMNS

@@ -33,7 +33,7 @@ from onereward.select.masks import MaskSettings, make_mask
 from onereward.select.pool import BadItem, Pool, PoolItem, decode_mask, read_pool
 from onereward.select.report import overlay, write_report
 from onereward.tables import write_table
-from onereward.zoo import cache_root
+from onereward.zoo import cache_root, zoo_manifest
 
 log = get_logger("select")
 
@@ -412,6 +412,8 @@ def run(
         "threads": threads,
     }
     inputs = [src.manifest] if src.manifest is not None else []
+    if model_ref.ref.startswith("zoo:"):
+        inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's CLIP embedded the pool
     with ArtifactWriter(
         out, kind="subset", stage="select_subset", parameters=parameters, inputs=inputs
     ) as art:
