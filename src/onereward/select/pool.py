@@ -207,7 +207,7 @@ class _ItemChecker:
 
 
 def _read_artifact_pool(root: Path) -> Pool:
-    manifest = read_artifact(root, kind="pool", what="--pool", verify_hash=False)
+    manifest = read_artifact(root, kind="pool", what="--pool")  # an artifact must be intact
     try:
         rows = read_table(root / "items.parquet", required=("item_id", "task", "image"), what="--pool items")
     except (FileNotFoundError, ValueError) as e:

@@ -96,7 +96,7 @@ def _decode_rgb(data: bytes) -> np.ndarray:
 
 
 def _write_png(dest: Path, data: bytes, array: np.ndarray | None = None) -> None:
-    """Write ``data`` unchanged when it already is an RGB/L PNG of the same pixels, else re-encode."""
+    """Write ``data`` unchanged when it is an RGB PNG and ``array`` is None, else encode as RGB PNG."""
     if array is None and data.startswith(PNG_SIGNATURE):
         with Image.open(io.BytesIO(data)) as im:
             if im.mode == "RGB":
