@@ -309,5 +309,17 @@ STAGE_OUTPUTS = {
     "train_reward_model": "reward_model",
 }
 
+# Stages in pipeline order (reports and the demo list them so).
+STAGE_ORDER = [
+    "build_zoo",
+    "synthesize_pool",
+    "select_subset",
+    "generate_candidates",
+    "export_annotations",
+    "simulate_annotations",
+    "import_annotations",
+    "train_reward_model",
+]
+
 # The merged output of the generate_candidates fan-out is the generate_candidates stage's artifact.
 STAGE_NAMES = {"merge_candidates": "generate_candidates"}

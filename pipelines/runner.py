@@ -82,18 +82,42 @@ def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+class PipelineFailed(RuntimeError):
+    """A task of a local pipeline run failed (its log was printed above)."""
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Validate arguments before anything runs: required parameters present, the profile loads."""
+    from onereward.profile import load_profile
+
+    for pname, p in pipeline_parameters(name).items():
+        if p.default is p.empty and pname not in params:
+            raise InputError(f"--param {pname}: pipeline {name!r} needs it (no default)")
+    if "profile" in params:
+        load_profile(params["profile"])  # ProfileError names the file and key
+
+
 def run_local(
     name: str, out_dir: str | os.PathLike[str], params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run pipeline ``name`` locally and collect each stage's artifact under ``out_dir/<stage>``."""
     from kfp import local
 
-    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_OUTPUTS
+    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_ORDER, STAGE_OUTPUTS
 
     params = dict(params or {})
-    pipeline_parameters(name)  # validates the name
+    check_params(name, params)
     out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    # Stage folders of an earlier run into the same OUT would look like this run's: remove them
+    # (only our own artifacts and run summaries), so a failed run never leaves stale stages behind.
+    for stage in STAGE_ORDER:
+        if (out / stage / "manifest.json").is_file():
+            shutil.rmtree(out / stage)
+    for leftover in ("run.json", "report.html"):
+        (out / leftover).unlink(missing_ok=True)
     kfp_root = out / ".kfp"
     kfp_root.mkdir(exist_ok=True)
     before = {p.name for p in kfp_root.iterdir()}
@@ -102,7 +126,16 @@ def run_local(
     )
     log.info("running pipeline %s locally into %s with %s", name, out, params or "defaults")
     t0 = time.perf_counter()
-    PIPELINES[name](**params)
+    try:
+        PIPELINES[name](**params)
+    except RuntimeError as e:
+        text = _plain(str(e))
+        failed = (
+            text.split("Inner task failed:")[-1].strip().rstrip(".") if "Inner task failed" in text else text
+        )
+        raise PipelineFailed(
+            f"pipeline {name}: task {failed} failed (its log is above; task outputs under {kfp_root})"
+        ) from e
     wall = time.perf_counter() - t0
     new_runs = sorted(
         (p for p in kfp_root.iterdir() if p.name not in before and p.is_dir()),
@@ -133,6 +166,9 @@ def run_local(
             "counts": manifest.counts,
             "metrics": manifest.metrics(),
         }
+    stages = {
+        s: stages[s] for s in sorted(stages, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99)
+    }
     summary = {
         "pipeline": name,
         "parameters": params,
@@ -144,6 +180,13 @@ def run_local(
     _write_run_report(out, summary)
     log.info("pipeline %s finished in %.1fs; %d stages under %s", name, wall, len(stages), out)
     return summary
+
+
+def _plain(text: str) -> str:
+    """Drop terminal colour codes that kfp puts around task names."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _write_run_report(out: Path, summary: dict[str, Any]) -> Path:

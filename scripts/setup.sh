@@ -4,8 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+# Python 3.11 is required (pyproject's requires-python); PYTHON overrides the interpreter.
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 \
+      && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PYTHON="$candidate"
+      break
+    fi
+  done
+fi
+if [ -z "$PYTHON" ]; then
+  echo "[setup] error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+# pip prints notes about local index mirrors that some machines configure; drop them, keep pip's status.
+quiet_pip() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PYTHON --version)"
@@ -18,8 +34,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] .venv is up to date"
 else
   echo "[setup] installing onereward-pipeline with dev extras (torch 2.14.1 + torchvision 0.29.1 pinned together)"
-  .venv/bin/python -m pip install --upgrade --quiet "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  quiet_pip .venv/bin/python -m pip install --upgrade --quiet "pip>=24"
+  quiet_pip .venv/bin/python -m pip install --quiet -e ".[dev]"
   .venv/bin/python -m pip check
+  .venv/bin/python -c "import onereward, onereward_kfp.pipelines, torch, torchvision, diffusers, transformers, open_clip"
   echo "$want" > "$stamp"
 fi

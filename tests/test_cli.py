@@ -18,6 +18,7 @@ EXPECTED = {
     "synth-candidates",
     "select",
     "generate",
+    "generate-merge",
     "export",
     "simulate-annotations",
     "import",
@@ -66,7 +67,11 @@ def test_bad_profile_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     bad.write_text("name: x\nimage_size: 64\nfoo: 1\n")
     assert main(["profile", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "bad.yaml: foo: unknown key" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "bad.yaml: foo: unknown key" in err
+    bad.write_text("name: [unclosed")
+    assert main(["profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not valid YAML at line" in err
 
 
 def test_zoo_build_bad_profile_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,3 +93,60 @@ def test_pipeline_run_bad_param(tmp_path: Path, capsys: pytest.CaptureFixture[st
     rc = main(["pipeline", "run", "nightly", "--local", "--out", str(tmp_path)])
     assert rc == 2
     assert "unknown pipeline 'nightly'" in capsys.readouterr().err
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single error line on stderr (progress/log lines may precede it; no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+def test_stage_commands_refuse_bad_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tampered, foreign or wrong-kind input artifacts: one line naming file and field, exit 2,
+    nothing written."""
+    from onereward.synth.world import make_pool
+
+    pool = tmp_path / "pool"
+    make_pool(pool, 6, 0)
+    out = tmp_path / "out"
+    # wrong kind: a pool where preferences are expected
+    assert main(["train-reward", "--preferences", str(pool), "--out", str(out)]) == 2
+    assert "field 'kind' is 'pool'" in _one_line_error(capsys)
+    # tampered data file: hash mismatch
+    image = next((pool / "images").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert main(["select", "--pool", str(pool), "--out", str(out), "--size", "3"]) == 2
+    assert "field 'content_hash'" in _one_line_error(capsys)
+    # foreign manifest
+    (pool / "manifest.json").write_text(
+        '{"kind": "weights", "schema_version": 1, "content_hash": "x", "producer": {}}'
+    )
+    assert main(["select", "--pool", str(pool), "--out", str(out), "--size", "3"]) == 2
+    assert "field 'kind' is 'weights'" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_pipeline_run_failed_task_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["pipeline", "run", "collect", "--local", "--out", str(tmp_path / "run")])
+    assert rc == 2 and "--param pool_uri: pipeline 'collect' needs it" in _one_line_error(capsys)
+    rc = main(["demo", "--out", str(tmp_path / "run"), "--param", "profile=/no/such.yaml"])
+    assert rc == 2 and "is neither a built-in profile" in _one_line_error(capsys)
+
+
+def test_library_imports_without_kfp() -> None:
+    """The stage library never imports KFP (only the pipeline commands do, lazily)."""
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "sys.modules['kfp'] = None\n"
+        "import onereward\n"
+        "names = [m.name for m in pkgutil.walk_packages(onereward.__path__, 'onereward.')]\n"
+        "for n in names: importlib.import_module(n)\n"
+        "from onereward.cli import build_parser; build_parser()\n"
+        "print(len(names))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert int(res.stdout.strip()) > 30

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from onereward.artifacts import read_artifact
-from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_OUTPUTS
-from onereward_kfp.pipelines.runner import compile_all, run_local
+from onereward.cli import main
+from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_ORDER, STAGE_OUTPUTS
+from onereward_kfp.pipelines.runner import compile_all
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "pipelines" / "compiled"
@@ -63,42 +64,63 @@ def test_gpu_stages_request_gpus(compiled: Path) -> None:
 
 
 @pytest.mark.slow
-def test_local_end_to_end_run(tmp_path: Path) -> None:
-    # two generation shards exercise the ParallelFor fan-out and the merge
+def test_demo_runs_the_end_to_end_pipeline_locally(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`onereward demo` = a real kfp.local run of end_to_end: every stage leaves its artifact."""
+    out = tmp_path / "demo"
+    # small sizes; two generation shards exercise the ParallelFor fan-out and the merge
     params = {
         "synth_items": 24,
         "select_size": 12,
         "generate_num_candidates": 4,
         "generate_shards": 2,
+        "annotate_annotators": 2,
+        "annotate_noise": 0.02,
         "reward_max_steps": 20,
     }
-    summary = run_local("end_to_end", tmp_path, params)
+    argv = ["demo", "--out", str(out)]
+    for key, value in params.items():
+        argv += ["--param", f"{key}={value}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed
+
+    summary = json.loads((out / "run.json").read_text())
     stages = summary["stages"]
-    assert set(stages) == {STAGE_NAMES.get(t, t) for t in STAGE_OUTPUTS}, (
-        f"stages collected: {sorted(stages)}"
-    )
-    for stage, output_kind in {
+    assert list(stages) == STAGE_ORDER, f"stages collected: {list(stages)}"
+    kinds = {
         "build_zoo": "zoo",
         "synthesize_pool": "pool",
         "select_subset": "subset",
         "generate_candidates": "candidates",
         "export_annotations": "project",
+        "simulate_annotations": "annotations",
         "import_annotations": "preferences",
         "train_reward_model": "reward_model",
-    }.items():
-        m = read_artifact(tmp_path / stage)
-        assert m.kind == output_kind
-        assert (tmp_path / stage / "metrics.json").exists()
-    sel = json.loads((tmp_path / "select_subset" / "metrics.json").read_text())
+    }
+    for stage, kind in kinds.items():
+        m = read_artifact(out / stage)
+        assert m.kind == kind and (out / stage / "metrics.json").exists()
+    assert {STAGE_NAMES.get(t, t) for t in STAGE_OUTPUTS} == set(kinds)
+
+    sel = json.loads((out / "select_subset" / "metrics.json").read_text())
     assert sel["n_pool"] == 24 and sel["n_selected"] == 12
-    gen = json.loads((tmp_path / "generate_candidates" / "metrics.json").read_text())
+    gen = json.loads((out / "generate_candidates" / "metrics.json").read_text())
     assert gen["n_candidates"] == 4 * gen["n_items"] == 48
-    pref = json.loads((tmp_path / "import_annotations" / "metrics.json").read_text())
-    assert pref["n_pairs"] > 0
-    rm = json.loads((tmp_path / "train_reward_model" / "metrics.json").read_text())
+    pref = json.loads((out / "import_annotations" / "metrics.json").read_text())
+    assert pref["n_pairs"] > 0 and pref["n_tasks"] == 12
+    rm = json.loads((out / "train_reward_model" / "metrics.json").read_text())
     assert 0.0 <= rm["mean_accuracy"] <= 1.0
-    # lineage: every stage's manifest references its inputs' hashes
-    subset = read_artifact(tmp_path / "select_subset")
-    pool = read_artifact(tmp_path / "synthesize_pool")
+
+    # lineage: each stage's manifest names its inputs' hashes
+    pool = read_artifact(out / "synthesize_pool")
+    subset = read_artifact(out / "select_subset")
     assert pool.content_hash in {i["content_hash"] for i in subset.inputs}
-    assert (tmp_path / "report.html").exists() and (tmp_path / "run.json").exists()
+    zoo = read_artifact(out / "build_zoo")
+    assert zoo.content_hash in {i["content_hash"] for i in subset.inputs}
+    # the same manifest fields reach the KFP artifact metadata (lineage in the UI)
+    outputs = json.loads(next((out / ".kfp").glob("*/select-subset/executor_output.json")).read_text())
+    meta = outputs["artifacts"]["subset"]["artifacts"][0]["metadata"]
+    assert meta["content_hash"] == subset.content_hash and meta["kind"] == "subset"
+    assert (out / "report.html").exists()

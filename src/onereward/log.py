@@ -10,11 +10,23 @@ import time
 _CONFIGURED = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (pytest and notebooks swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; we always follow sys.stderr
+        pass
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger writing ``time level name: message`` to stderr (level from ONEREWARD_LOG_LEVEL)."""
     global _CONFIGURED
     if not _CONFIGURED:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         root = logging.getLogger("onereward")
         root.addHandler(handler)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -76,11 +77,23 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_pipeline(name: str, out: str, params: dict) -> dict | None:
+    from onereward_kfp.pipelines.runner import PipelineFailed, run_local
+
+    try:
+        return run_local(name, out, params)
+    except PipelineFailed as e:
+        print(f"onereward: error: {e}", file=sys.stderr)
+        return None
+
+
 def _run(args: argparse.Namespace) -> int:
-    from onereward_kfp.pipelines.runner import parse_params, run_local
+    from onereward_kfp.pipelines.runner import parse_params
 
     params = parse_params(args.name, args.param)
-    summary = run_local(args.name, args.out, params)
+    summary = _run_pipeline(args.name, args.out, params)
+    if summary is None:
+        return 1
     print(f"pipeline {args.name}: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
     print(f"report: {Path(args.out).absolute() / 'report.html'}")
     return 0
@@ -99,11 +112,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from onereward_kfp.pipelines.runner import parse_params, run_local
+    from onereward_kfp.pipelines.runner import parse_params
 
     params = parse_params("end_to_end", args.param)
     params.setdefault("profile", "tiny")
-    summary = run_local("end_to_end", args.out, params)
+    summary = _run_pipeline("end_to_end", args.out, params)
+    if summary is None:
+        return 1
     out = Path(args.out).absolute()
     print(f"demo: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
     for stage, info in summary["stages"].items():
