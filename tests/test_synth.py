@@ -35,7 +35,7 @@ def _rows(pool: Path) -> list[dict]:
 
 def test_pool_is_a_verified_artifact_with_metrics_and_report(pool: Path) -> None:
     manifest = read_artifact(pool, kind="pool")  # verifies the content hash
-    assert manifest.producer["stage"] == "synth"
+    assert manifest.producer["stage"] == "synthesize_pool"
     assert manifest.parameters["n_items"] == 40 and manifest.parameters["seed"] == 7
     metrics = manifest.metrics()
     assert metrics["n_items"] == 40

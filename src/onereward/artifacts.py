@@ -212,7 +212,7 @@ class ArtifactWriter:
         kind: str,
         stage: str,
         parameters: dict[str, Any] | None = None,
-        inputs: Iterable[Manifest] = (),
+        inputs: Iterable[Manifest | dict[str, Any]] = (),
         resume: bool = False,
     ) -> None:
         if kind not in SCHEMAS:
@@ -221,7 +221,8 @@ class ArtifactWriter:
         self.kind = kind
         self.stage = stage
         self.parameters = _jsonable(parameters or {})
-        self.inputs = [m.reference() for m in inputs]
+        # a Manifest, or an input reference carried over from another manifest (e.g. a merge)
+        self.inputs = [m.reference() if isinstance(m, Manifest) else dict(m) for m in inputs]
         self.resume = resume
         self.counts: dict[str, Any] = {}
         self.timings: dict[str, float] = {}

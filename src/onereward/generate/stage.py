@@ -349,8 +349,18 @@ def run(
     for row in rows:
         _load_condition(root, row)
 
+    from onereward.zoo import zoo_manifest
+
+    generator_inputs = [source]
+    if prof.model_ref("generator" if family == "flux_fill" else "generator_sd").ref.startswith("zoo:"):
+        generator_inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's generator ran
     with ArtifactWriter(
-        out, kind="candidates", stage="generate_candidates", parameters=params, inputs=[source], resume=True
+        out,
+        kind="candidates",
+        stage="generate_candidates",
+        parameters=params,
+        inputs=generator_inputs,
+        resume=True,
     ) as art:
         progress = art.path / PROGRESS_DIR
         stamp = progress / "params.json"
@@ -575,9 +585,15 @@ def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     cands: list[dict[str, Any]] = []
     seen: set[str] = set()
-    params = dict(ref_params, shards=[m.parameters.get("shard") for m in manifests])
+    params = dict(
+        ref_params,
+        shards=[m.parameters.get("shard") for m in manifests],
+        shard_hashes=[m.content_hash for m in manifests],
+    )
+    # The merged artifact is the generate_candidates stage's output: its inputs are the shards'
+    # common inputs (subset, zoo), so lineage leads straight back to select_subset.
     with ArtifactWriter(
-        out, kind="candidates", stage="generate_candidates_merge", parameters=params, inputs=manifests
+        out, kind="candidates", stage="generate_candidates", parameters=params, inputs=manifests[0].inputs
     ) as art:
         for d in shard_dirs:
             root = Path(d)

@@ -696,7 +696,7 @@ def make_pool(
         "text_fraction": text_fraction,
         "extend_prompt_fraction": extend_prompt_fraction,
     }
-    with ArtifactWriter(out_dir, kind="pool", stage="synth", parameters=params) as art:
+    with ArtifactWriter(out_dir, kind="pool", stage="synthesize_pool", parameters=params) as art:
         rows = []
         shown: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks.TASKS}
         target_scores: dict[str, dict[str, list[float]]] = {}
