@@ -150,3 +150,13 @@ def test_library_imports_without_kfp() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert int(res.stdout.strip()) > 30
+
+
+def test_cli_env_names_match_the_client() -> None:
+    from onereward.annotate import cli as annotate_cli
+    from onereward.annotate import client
+
+    assert (annotate_cli.TOKEN_ENV, annotate_cli.DOCUMENT_ROOT_ENV) == (
+        client.TOKEN_ENV,
+        client.DOCUMENT_ROOT_ENV,
+    )

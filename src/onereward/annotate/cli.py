@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from onereward.annotate.client import DOCUMENT_ROOT_ENV, TOKEN_ENV
+# Kept here (not imported from annotate.client) so `onereward --help` does not import the
+# Label Studio SDK (about 2 s); tests check they equal the client's.
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 
 def _print(metrics: dict) -> int:
