@@ -187,12 +187,13 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append([r["path"], r["kmeans_s"], r["select_s"], r["wall_s"], r["cpu_s"], r["peak_rss_gb"], r["inertia"],
                      r["coverage_selected"], r["coverage_random"], ""])  # fmt: skip
     print_table(
-        f"select clustering: {args.n} x {args.dim} -> {args.k} representatives (two-level K-means, load avg {load[0]:.1f})",
+        f"select clustering: {args.n} x {args.dim} -> {args.k} representatives (load avg {load[0]:.1f})",
         [
             "path",
             "kmeans_s",
             "select_s",
             "wall_s",
+            "cpu_s",
             "peak_rss_gb",
             "inertia",
             "cov_selected",
