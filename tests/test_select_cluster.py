@@ -50,7 +50,7 @@ def test_auto_backend_by_size():
 def test_two_level_matches_flat_inertia(data):
     flat = C.kmeans(data, 300, backend="faiss", seed=0, two_level="off")
     two = C.kmeans(data, 300, backend="faiss", seed=0, two_level="on")
-    assert two.two_level and two.n_coarse == 17 and len(two.centroids) == 300
+    assert two.two_level and two.n_coarse == 35 and len(two.centroids) == 300  # 2 * sqrt(300)
     assert set(np.unique(two.labels)) == set(range(300))
     assert two.inertia < 1.1 * flat.inertia
 

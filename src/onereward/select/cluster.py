@@ -7,7 +7,7 @@ Two K-means engines, the same algorithm around them:
   than MiniBatchKMeans here).
 
 ``auto`` picks faiss from ``faiss_min_items`` points on. For many clusters (``k >=
-two_level_min_k``) both run two-level: about sqrt(k) coarse clusters, then each coarse cluster is
+two_level_min_k``) both run two-level: about 2*sqrt(k) coarse clusters, then each coarse cluster is
 split into a number of fine clusters proportional to its size (summing to k). Training and
 assigning a million points to 10,000 flat centroids costs ~10^13 flops; two levels cost ~100x
 less, at a small inertia price (measured in benchmarks/bench_select_clustering.py).
@@ -227,7 +227,9 @@ def kmeans(
         centroids, labels = _flat_kmeans(x, k, engine, seed, niter)
         n_coarse = 0
     else:
-        n_coarse = max(2, round(math.sqrt(k)))
+        # 2*sqrt(k) coarse cells: fine-level cost falls with the number of cells; measured on
+        # 200k x 768 -> 2000: one third less CPU than sqrt(k) cells for +0.2% inertia (3*sqrt(k): no gain).
+        n_coarse = min(k, max(2, round(2 * math.sqrt(k))))
         _, coarse = _flat_kmeans(x, n_coarse, engine, seed, niter)
         members = [np.flatnonzero(coarse == c) for c in range(n_coarse)]
         fine_k = split_proportionally(np.array([len(m) for m in members]), k)
