@@ -20,6 +20,7 @@ import resource
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,18 @@ def quality(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     prefs = build_preferences(root, args.items, args.seed)
     data_s = time.perf_counter() - t0
-    reward_vlm.build_tiny(root / "zoo" / "reward_vlm", seed=0)
+    # the tiny profile with its reward VLM as a local folder (no need to build the whole zoo)
+    reward_vlm.build_tiny(root / "reward_vlm", seed=0)
+    text = resources.files("onereward.profiles").joinpath("tiny.yaml").read_text()
+    profile = root / "profile.yaml"
+    profile.write_text(
+        text.replace(
+            'reward_model: {ref: "zoo:reward_vlm"}', f'reward_model: {{ref: "{root / "reward_vlm"}"}}'
+        )
+    )
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     metrics = stage.run(
-        str(prefs), str(root / "reward_model"), zoo=str(root / "zoo"), max_steps=args.steps, seed=args.seed
+        str(prefs), str(root / "reward_model"), profile=str(profile), max_steps=args.steps, seed=args.seed
     )
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     rows = []
