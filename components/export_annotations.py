@@ -14,9 +14,13 @@ def export_annotations(
     metrics: Output[Metrics],
     label_studio_url: str = "",
     document_root: str = "",
+    image_url_prefix: str = "",
+    s3_endpoint: str = "",
     project_title: str = "onereward",
     project_version: str = "v1",
     predictions: str = "none",
+    overlap: int = 1,
+    chunk_size: int = 500,
 ):
     """Create or reuse the Label Studio project and import one task per item (idempotent).
 
@@ -29,10 +33,17 @@ def export_annotations(
         report: HTML summary.
         metrics: n_tasks and counts.
         label_studio_url: Label Studio base URL ("" = offline, for the embedded demo).
-        document_root: Label Studio local-files document root (Local Storage).
+        document_root: Label Studio local-files document root (Local Storage; a volume shared with the
+            Label Studio pod).
+        image_url_prefix: instead, the s3:// or gs:// prefix (bucket connected to the projects as
+            import storage with the deployment's own credentials) under which the artifact's
+            overlays/ and candidates/ are synced; the cluster route.
+        s3_endpoint: S3 endpoint for MinIO or other S3-compatible stores ("" = AWS).
         project_title: project title (with the version, the idempotency key).
         project_version: project version.
         predictions: pre-annotations: none or oracle.
+        overlap: annotators per task.
+        chunk_size: tasks per import request.
     """
     from onereward.annotate.stage import run_export
     from onereward.kfp_outputs import publish
@@ -42,8 +53,12 @@ def export_annotations(
         project.path,
         label_studio_url=label_studio_url,
         document_root=document_root,
+        image_url_prefix=image_url_prefix,
+        s3_endpoint=s3_endpoint,
         project_title=project_title,
         project_version=project_version,
         predictions=predictions,
+        overlap=overlap,
+        chunk_size=chunk_size,
     )
     publish(project, report, metrics)

@@ -24,10 +24,13 @@ LABEL_STUDIO_SECRET = "label-studio-api"
 LABEL_STUDIO_SECRET_KEYS = {"api-key": "LABEL_STUDIO_API_KEY"}
 
 
-def _label_studio_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
+def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A step that talks to Label Studio: the token comes from the Secret (optional, so offline runs
+    start on a cluster without it) and caching is off (the step reads or changes server state)."""
     kubernetes.use_secret_as_env(
-        task, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_SECRET_KEYS
+        task, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_SECRET_KEYS, optional=True
     )
+    task.set_caching_options(enable_caching=False)
     return task
 
 
@@ -42,43 +45,41 @@ def _cpu(task: dsl.PipelineTask, cpu: str = "2", memory: str = "8G") -> dsl.Pipe
     return task
 
 
+# Pipeline parameters are grouped by stage prefix (select_*, generate_*, annotate_*, ...).
+PARAMETER_PREFIXES = ("select", "generate", "annotate", "reward", "synth")
+
+
+def _params(scope: dict) -> dict:
+    """The pipeline parameters (typed channels) from a pipeline function's local scope."""
+    return {
+        k: v for k, v in scope.items() if k in ("profile", "seed") or k.split("_")[0] in PARAMETER_PREFIXES
+    }
+
+
 def _collect_steps(
-    pool: pipeline_channel.PipelineChannel,
-    zoo: pipeline_channel.PipelineChannel,
-    profile: str,
-    seed: int,
-    select_size: int,
-    select_per_task: bool,
-    select_backend: str,
-    generate_family: str,
-    generate_num_candidates: int,
-    generate_shards: int,
-    annotate_label_studio_url: str,
-    annotate_document_root: str,
-    annotate_project_title: str,
-    annotate_project_version: str,
-    annotate_predictions: str,
+    pool: pipeline_channel.PipelineChannel, zoo: pipeline_channel.PipelineChannel, p: dict
 ) -> dsl.PipelineTask:
+    """select -> generate (sharded) -> merge -> export; ``p`` holds the pipeline's parameters."""
     select = select_subset(
         pool=pool,
         zoo=zoo,
-        size=select_size,
-        profile=profile,
-        per_task=select_per_task,
-        backend=select_backend,
-        seed=seed,
+        size=p["select_size"],
+        profile=p["profile"],
+        per_task=p["select_per_task"],
+        backend=p["select_backend"],
+        seed=p["seed"],
     ).set_display_name("select_subset")
     _gpu(select)
     # Fan-out over GPU workers: each shard generates a disjoint part of the subset; one merge.
-    shards = plan_shards(shards=generate_shards).set_display_name("plan_shards")
+    shards = plan_shards(shards=p["generate_shards"]).set_display_name("plan_shards")
     with dsl.ParallelFor(shards.output, name="generate-shards") as shard:
         generate = generate_candidates(
             subset=select.outputs["subset"],
             zoo=zoo,
-            profile=profile,
-            family=generate_family,
-            num_candidates=generate_num_candidates,
-            seed=seed,
+            profile=p["profile"],
+            family=p["generate_family"],
+            num_candidates=p["generate_num_candidates"],
+            seed=p["seed"],
             shard=shard,
         ).set_display_name("generate_candidates")
         _gpu(generate)
@@ -88,13 +89,16 @@ def _collect_steps(
     _cpu(merged)
     export = export_annotations(
         candidates=merged.outputs["candidates"],
-        label_studio_url=annotate_label_studio_url,
-        document_root=annotate_document_root,
-        project_title=annotate_project_title,
-        project_version=annotate_project_version,
-        predictions=annotate_predictions,
+        label_studio_url=p["annotate_label_studio_url"],
+        document_root=p["annotate_document_root"],
+        image_url_prefix=p["annotate_image_url_prefix"],
+        s3_endpoint=p["annotate_s3_endpoint"],
+        project_title=p["annotate_project_title"],
+        project_version=p["annotate_project_version"],
+        predictions=p["annotate_predictions"],
+        overlap=p["annotate_overlap"],
     ).set_display_name("export_annotations")
-    _label_studio_env(_cpu(export))
+    _label_studio_step(_cpu(export))
     return export
 
 
@@ -114,9 +118,12 @@ def collect(
     generate_shards: int = 1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
+    annotate_image_url_prefix: str = "",
+    annotate_s3_endpoint: str = "",
     annotate_project_title: str = "onereward",
     annotate_project_version: str = "v1",
     annotate_predictions: str = "none",
+    annotate_overlap: int = 1,
 ):
     """Collect candidates for annotation from a source pool.
 
@@ -131,33 +138,20 @@ def collect(
         generate_num_candidates: candidates per item.
         generate_shards: parallel generation shards (one GPU each), merged afterwards.
         annotate_label_studio_url: Label Studio URL ("" writes tasks offline).
-        annotate_document_root: Label Studio local-files document root.
+        annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
+        annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
+        annotate_s3_endpoint: S3 endpoint for MinIO ("" = AWS).
         annotate_project_title: Label Studio project title.
         annotate_project_version: project version (title + version identify the project).
         annotate_predictions: pre-annotations: none or oracle.
+        annotate_overlap: annotators per task.
     """
     pool = dsl.importer(artifact_uri=pool_uri, artifact_class=Artifact, reimport=False).set_display_name(
         "pool"
     )
     zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
     _cpu(zoo)
-    _collect_steps(
-        pool.output,
-        zoo.outputs["zoo"],
-        profile,
-        seed,
-        select_size,
-        select_per_task,
-        select_backend,
-        generate_family,
-        generate_num_candidates,
-        generate_shards,
-        annotate_label_studio_url,
-        annotate_document_root,
-        annotate_project_title,
-        annotate_project_version,
-        annotate_predictions,
-    )
+    _collect_steps(pool.output, zoo.outputs["zoo"], _params(locals()))
 
 
 @dsl.pipeline(
@@ -186,7 +180,7 @@ def train(
     zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
     _cpu(zoo)
     imported = import_annotations(annotations=annotations.output).set_display_name("import_annotations")
-    _label_studio_env(_cpu(imported))
+    _label_studio_step(_cpu(imported))
     reward = train_reward_model(
         preferences=imported.outputs["preferences"],
         zoo=zoo.outputs["zoo"],
@@ -215,9 +209,12 @@ def end_to_end(
     generate_shards: int = 1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
+    annotate_image_url_prefix: str = "",
+    annotate_s3_endpoint: str = "",
     annotate_project_title: str = "onereward-demo",
     annotate_project_version: str = "v1",
     annotate_predictions: str = "none",
+    annotate_overlap: int = 1,
     annotate_noise: float = 0.0,
     annotate_threshold: float = 0.02,
     annotate_annotators: int = 1,
@@ -238,10 +235,13 @@ def end_to_end(
         generate_num_candidates: candidates per item.
         generate_shards: parallel generation shards (one GPU each), merged afterwards.
         annotate_label_studio_url: Label Studio URL ("" = offline simulated annotation).
-        annotate_document_root: Label Studio local-files document root.
+        annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
+        annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
+        annotate_s3_endpoint: S3 endpoint for MinIO ("" = AWS).
         annotate_project_title: Label Studio project title.
         annotate_project_version: project version.
         annotate_predictions: pre-annotations: none or oracle.
+        annotate_overlap: annotators per task.
         annotate_noise: simulated annotator noise.
         annotate_threshold: oracle spread below which a dimension is "No clear difference".
         annotate_annotators: simulated annotators per task.
@@ -254,23 +254,7 @@ def end_to_end(
         "synthesize_pool"
     )
     _cpu(pool)
-    export = _collect_steps(
-        pool.outputs["pool"],
-        zoo.outputs["zoo"],
-        profile,
-        seed,
-        select_size,
-        select_per_task,
-        select_backend,
-        generate_family,
-        generate_num_candidates,
-        generate_shards,
-        annotate_label_studio_url,
-        annotate_document_root,
-        annotate_project_title,
-        annotate_project_version,
-        annotate_predictions,
-    )
+    export = _collect_steps(pool.outputs["pool"], zoo.outputs["zoo"], _params(locals()))
     simulate = simulate_annotations(
         project=export.outputs["project"],
         noise=annotate_noise,
@@ -278,11 +262,11 @@ def end_to_end(
         annotators=annotate_annotators,
         seed=seed,
     ).set_display_name("simulate_annotations")
-    _label_studio_env(_cpu(simulate))
+    _label_studio_step(_cpu(simulate))
     imported = import_annotations(annotations=simulate.outputs["annotations"]).set_display_name(
         "import_annotations"
     )
-    _label_studio_env(_cpu(imported))
+    _label_studio_step(_cpu(imported))
     reward = train_reward_model(
         preferences=imported.outputs["preferences"],
         zoo=zoo.outputs["zoo"],

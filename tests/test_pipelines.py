@@ -54,6 +54,13 @@ def test_specs_carry_no_secrets_and_read_the_token_from_a_secret(compiled: Path)
         p for p in params if "token" in p.lower() or "api_key" in p.lower() or "password" in p.lower()
     ]
     assert "secretName: label-studio-api" in text and "envVar: LABEL_STUDIO_API_KEY" in text
+    platform = list(yaml.safe_load_all(text))[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-export-annotations", "exec-simulate-annotations", "exec-import-annotations"):
+        (secret,) = platform[executor]["secretAsEnv"]
+        assert secret["optional"] is True  # offline runs start on a cluster without the Secret
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in ("export-annotations", "simulate-annotations", "import-annotations"):
+        assert tasks[task]["cachingOptions"].get("enableCache", False) is False  # live server state
 
 
 def test_gpu_stages_request_gpus(compiled: Path) -> None:
