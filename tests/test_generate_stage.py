@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -88,6 +89,9 @@ def test_candidates_artifact_follows_the_contract_and_records_varied_parameters(
         assert 2 <= c["steps"] <= 4 and 2.0 <= c["cfg_scale"] <= 6.0 and 0.6 <= c["strength"] <= 1.0
         assert c["negative_prompt"] in ("", "nsfw", "blurry", "low quality", "blurry, low quality, distorted")
         assert c["guidance"] == 1.0 and c["feather"] == 0 and 1 <= c["executed_steps"] <= c["steps"]
+        # the start's noise level: pure noise at strength 1, a shifted sigma below 1 otherwise
+        assert (c["start_sigma"] == pytest.approx(1.0)) == (c["executed_steps"] == c["steps"])
+        assert 0 < c["start_sigma"] <= 1.0
     for col in ("steps", "cfg_scale", "strength", "negative_prompt", "seed"):
         assert len({c[col] for c in cands}) > 1, col
     by_id = {r["item_id"]: r for r in items}
@@ -103,6 +107,14 @@ def test_candidates_artifact_follows_the_contract_and_records_varied_parameters(
     # text embeddings once per distinct prompt and negative prompt (every cfg here is > 1)
     distinct = {c["prompt"] for c in cands} | {c["negative_prompt"] for c in cands}
     assert metrics["n_text_encodings"] == len(distinct)
+    # VAE encodings once per item, although an item's candidates span several batches
+    spread = {c["item_id"]: set() for c in cands}
+    for c in cands:
+        spread[c["item_id"]].add(c["executed_steps"])
+    assert max(len(v) for v in spread.values()) > 1 and metrics["n_vae_encodes"] == N_ITEMS
+    # batches are planned over the whole shard: one batch per executed step count (16 <= batch 16)
+    assert metrics["n_batches"] == len({c["executed_steps"] for c in cands})
+    assert metrics["mean_batch_size"] == pytest.approx(16 / metrics["n_batches"], abs=1e-3)
     report = (out / "report.html").read_text()
     assert report.count("<img") >= N_ITEMS * (2 + 4) and "neg: " in report
 
@@ -164,6 +176,15 @@ def test_strength_below_one_starts_from_the_noised_source_and_runs_fewer_steps(f
     low = CandidateSpec("x", 0, "a red circle", "", 8, 1.0, 0.25, 9, 1.0)
     full = CandidateSpec("x", 1, "a red circle", "", 8, 1.0, 1.0, 9, 1.0)
     assert flux_sampler.executed_steps(8, 0.25) == 2 < flux_sampler.executed_steps(8, 1.0) == 8
+    calls: list[int] = []
+    hook = flux_sampler.transformer.register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        flux_sampler.sample({"x": item}, [low])
+        n_low = len(calls)
+        flux_sampler.sample({"x": item}, [full])
+    finally:
+        hook.remove()
+    assert (n_low, len(calls) - n_low) == (2, 8)  # transformer calls actually run
     with torch.no_grad():
         b_low = flux_sampler.prepare({"x": item}, [low])
         b_full = flux_sampler.prepare({"x": item}, [full])
@@ -187,6 +208,7 @@ def test_strength_below_one_starts_from_the_noised_source_and_runs_fewer_steps(f
     torch.testing.assert_close(b_low.latents, pack(sigma * noise + (1 - sigma) * src))
     torch.testing.assert_close(b_full.latents, pack(noise))
     assert (b_low.latents - pack(noise)).abs().mean() > 0.1  # the source really enters
+    assert flux_sampler.start_sigma((64, 64), low) == pytest.approx(float(sigma))
 
 
 def test_a_negative_prompt_changes_the_output_and_needs_cfg_above_one(flux_sampler) -> None:
@@ -209,36 +231,59 @@ def test_resumed_run_skips_finished_items_and_has_no_duplicates(
 ) -> None:
     out = tmp_path / "cands"
     calls: list[list[str]] = []
+    interrupt_at = [6]  # the 6th batch of the first run; never again
     original = FluxFillSampler.sample
 
     def interrupted(self, items, specs):
         calls.append(sorted({s.item_id for s in specs}))
-        if len(calls) == 2:
+        if len(calls) == interrupt_at[0]:
+            interrupt_at[0] = -1
             raise KeyboardInterrupt("simulated preemption")
         return original(self, items, specs)
 
     monkeypatch.setattr(FluxFillSampler, "sample", interrupted)
-    # 4 candidates per item and batch size 2: chunks of 4 * 2 // 4 = 2 items, so 2 chunks
     kwargs = {"profile": str(models["profile"]), "seed": 7, "batch_size": 2}
     with pytest.raises(KeyboardInterrupt):
         stage.run(str(pool), str(out), **kwargs)
-    assert not out.exists() and (tmp_path / ".cands.partial").is_dir()
-    first_chunk = calls[0]
+    staging = tmp_path / ".cands.partial"
+    assert not out.exists() and staging.is_dir()
+    finished = {p.stem for p in (staging / stage.PROGRESS_DIR).glob("*.json")} - {"params"}
+    assert 1 <= len(finished) < N_ITEMS  # items are recorded as they finish, not all at the end
     calls.clear()
     metrics = stage.run(str(pool), str(out), **kwargs)
-    assert metrics["n_items_resumed"] == len(first_chunk) == 2 and metrics["n_generated"] == 8
-    assert all(not set(c) & set(first_chunk) for c in calls)  # finished items not regenerated
+    assert metrics["n_items_resumed"] == len(finished)
+    assert metrics["n_generated"] == 4 * (N_ITEMS - len(finished))
+    assert all(not set(c) & finished for c in calls)  # finished items not regenerated
     cands = read_table(out / "candidates.parquet")
     assert len(cands) == 16 and len({c["candidate_id"] for c in cands}) == 16
-    assert not (tmp_path / ".cands.partial").exists() and not (out / stage.PROGRESS_DIR).exists()
+    assert not staging.exists() and not (out / stage.PROGRESS_DIR).exists()
     # parameters equal the uninterrupted run's (seed and item id decide them)
     ref = {c["candidate_id"]: c for c in read_table(flux_run[0] / "candidates.parquet")}
     for c in cands:
-        for col in ("steps", "cfg_scale", "strength", "negative_prompt", "seed"):
+        for col in ("steps", "cfg_scale", "strength", "negative_prompt", "seed", "start_sigma"):
             assert c[col] == ref[c["candidate_id"]][col]
     # a rerun on the finished artifact does nothing
     calls.clear()
     assert stage.run(str(pool), str(out), **kwargs)["n_candidates"] == 16 and not calls
+
+
+def test_another_generator_model_is_not_taken_for_finished_work(models, pool: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    kwargs = {"seed": 7, "num_candidates": 1, "shard": "0/4"}
+    first = stage.run(str(pool), str(out), profile=str(models["profile"]), **kwargs)
+    assert first["n_generated"] == 1
+    again = stage.run(str(pool), str(out), profile=str(models["profile"]), **kwargs)
+    assert again["n_generated"] == 1  # same generator: the finished artifact is returned as is
+    other_dir = tmp_path / "flux_other"
+    flux_fill.build_tiny(other_dir, seed=1)
+    other_profile = tmp_path / "other.yaml"
+    other_profile.write_text(models["profile"].read_text().replace(str(models["flux"]), str(other_dir)))
+    image = out / read_table(out / "candidates.parquet")[0]["image"]
+    before = load_rgb(image)
+    metrics = stage.run(str(pool), str(out), profile=str(other_profile), **kwargs)
+    assert metrics["n_generated"] == 1 and metrics["n_items_resumed"] == 0  # regenerated, not resumed
+    assert read_artifact(out).parameters["generator"] == str(other_dir.resolve())
+    assert not np.array_equal(load_rgb(image), before)
 
 
 def test_shards_merge_into_the_full_run(models, pool: Path, flux_run, tmp_path: Path) -> None:
@@ -258,8 +303,33 @@ def test_shards_merge_into_the_full_run(models, pool: Path, flux_run, tmp_path: 
         a = load_rgb(tmp_path / "merged" / c["image"]).astype(int)
         b = load_rgb(flux_run[0] / c["image"]).astype(int)
         assert np.abs(a - b).max() <= 2  # same image up to batched-kernel rounding
-    with pytest.raises(InputError, match="also appear"):
+    with pytest.raises(InputError, match=r"--shards.*exactly the shards 0/2 \.\. 1/2.*got 0/2, 0/2"):
         stage.merge([shards[0], shards[0]], str(tmp_path / "dup"))
+    with pytest.raises(InputError, match=r"--shards.*exactly the shards 0/2 \.\. 1/2.*got 1/2$"):
+        stage.merge([shards[1]], str(tmp_path / "incomplete"))
+    assert not (tmp_path / "dup").exists() and not (tmp_path / "incomplete").exists()
+
+
+def test_more_shards_than_items_gives_empty_shards_that_merge(models, pool: Path, tmp_path: Path) -> None:
+    shards = [str(tmp_path / f"s{i}") for i in range(8)]
+    for i, d in enumerate(shards):
+        stage.run(
+            str(pool),
+            d,
+            profile=str(models["profile"]),
+            seed=7,
+            num_candidates=1,
+            max_steps=2,
+            shard=f"{i}/8",
+        )
+    empty = read_table(Path(shards[7]) / "items.parquet")
+    assert empty == [] and "item_id" in pq.read_schema(Path(shards[7]) / "items.parquet").names
+    metrics = stage.merge(shards, str(tmp_path / "merged"))
+    items = read_table(tmp_path / "merged" / "items.parquet")
+    cands = read_table(tmp_path / "merged" / "candidates.parquet")
+    pool_ids = sorted(r["item_id"] for r in read_table(pool / "items.parquet"))
+    assert [r["item_id"] for r in items] == pool_ids  # every item once
+    assert sorted(c["item_id"] for c in cands) == pool_ids and metrics["n_candidates"] == N_ITEMS
 
 
 def _bad_pool(pool: Path, out: Path, how: str) -> Path:
@@ -275,6 +345,9 @@ def _bad_pool(pool: Path, out: Path, how: str) -> Path:
             mask[:] = True
         elif how == "size":
             mask = mask[:, :32]
+        elif how == "speck":  # 4x4 px: vanishes at the 1/8 latent size
+            mask[:] = False
+            mask[10:14, 10:14] = True
         if how == "null":
             row["mask"] = None
         else:
@@ -294,6 +367,31 @@ def test_bad_masks_give_a_clear_error_and_write_nothing(
     bad = _bad_pool(pool, tmp_path / "bad", how)
     with pytest.raises(InputError, match=message):
         stage.run(str(bad), str(tmp_path / "out"), profile=str(models["profile"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_all_one_mask_item_is_generated_whole_by_the_stage(models, pool: Path, tmp_path: Path) -> None:
+    one = _bad_pool(pool, tmp_path / "one", "one")
+    out = tmp_path / "out"
+    metrics = stage.run(
+        str(one), str(out), profile=str(models["profile"]), num_candidates=2, strength_min=1.0
+    )
+    assert metrics["n_candidates"] == 2
+    src = load_rgb(out / read_table(out / "items.parquet")[0]["image"])
+    for c in read_table(out / "candidates.parquet"):
+        cand = load_rgb(out / c["image"])
+        assert cand.shape == src.shape
+        changed = np.abs(cand.astype(int) - src.astype(int)).sum(axis=2) > 0
+        assert changed.mean() > 0.9  # the whole image is generated, not just a region
+
+
+def test_sd_mask_that_vanishes_at_latent_size_is_an_error_naming_the_item(
+    models, pool: Path, tmp_path: Path
+) -> None:
+    bad = _bad_pool(pool, tmp_path / "speck", "speck")
+    item_id = read_table(bad / "items.parquet")[0]["item_id"]
+    with pytest.raises(InputError, match=rf"{item_id}: field 'mask' \(16 px\) vanishes at the sd_inpaint"):
+        stage.run(str(bad), str(tmp_path / "out"), profile=str(models["profile"]), family="sd_inpaint")
     assert not (tmp_path / "out").exists()
 
 

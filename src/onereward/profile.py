@@ -75,7 +75,8 @@ class SelectSettings:
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    """generate_candidates: candidates per item, step range, batch size, text length."""
+    """generate_candidates: candidates per item, the sampled parameter ranges (paper 4.2), batch
+    size, text length. ``run()`` parameters left at None take these values."""
 
     num_candidates: int = 4
     min_steps: int = 4
@@ -83,6 +84,13 @@ class GenerateSettings:
     batch_size: int = 8
     max_sequence_length: int = 32
     dtype: str = "float32"
+    cfg_min: float = 2.0  # true-CFG scale range (1 = no negative pass)
+    cfg_max: float = 6.0
+    strength_min: float = 0.6  # initial noise strength range (fraction of the schedule run)
+    strength_max: float = 1.0
+    negative_prompts: str = "none;nsfw;blurry;low quality;blurry, low quality, distorted"  # ';'-separated
+    guidance: float = 1.0  # flux distilled-guidance input (OneReward: 1 with true CFG)
+    feather: int = 0  # paste-back feather radius in pixels
 
 
 @dataclass(frozen=True)

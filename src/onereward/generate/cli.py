@@ -8,7 +8,7 @@ import json
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the generate subcommands."""
-    from onereward.generate import DEFAULT_NEGATIVE_PROMPTS, FAMILIES
+    from onereward.generate import FAMILIES
 
     p = subparsers.add_parser(
         "generate",
@@ -37,17 +37,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-steps", type=int, default=None, help="largest inference-step count (default: profile)"
     )
-    p.add_argument("--cfg-min", type=float, default=2.0, help="smallest true-CFG scale (>= 1)")
-    p.add_argument("--cfg-max", type=float, default=6.0, help="largest true-CFG scale")
-    p.add_argument("--strength-min", type=float, default=0.6, help="smallest initial noise strength (> 0)")
-    p.add_argument("--strength-max", type=float, default=1.0, help="largest initial noise strength (<= 1)")
+    p.add_argument(
+        "--cfg-min", type=float, default=None, help="smallest true-CFG scale, >= 1 (default: profile)"
+    )
+    p.add_argument("--cfg-max", type=float, default=None, help="largest true-CFG scale (default: profile)")
+    p.add_argument(
+        "--strength-min",
+        type=float,
+        default=None,
+        help="smallest initial noise strength, > 0 (default: profile)",
+    )
+    p.add_argument(
+        "--strength-max",
+        type=float,
+        default=None,
+        help="largest initial noise strength, <= 1 (default: profile)",
+    )
     p.add_argument(
         "--negative-prompts",
-        default=DEFAULT_NEGATIVE_PROMPTS,
-        help="';'-separated negative prompt choices; 'none' = no negative prompt",
+        default=None,
+        help="';'-separated negative prompt choices; 'none' = no negative prompt (default: profile)",
     )
-    p.add_argument("--guidance", type=float, default=1.0, help="flux distilled-guidance input")
-    p.add_argument("--feather", type=int, default=0, help="paste-back feather radius in pixels (0 = hard)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="flux distilled-guidance input (default: profile)"
+    )
+    p.add_argument(
+        "--feather",
+        type=int,
+        default=None,
+        help="paste-back feather radius in pixels, 0 = hard (default: profile)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="candidates per generator batch (default: profile)"
     )

@@ -10,7 +10,8 @@ rounding of batched kernels (the benchmark checks this).
 
 Random draws per candidate, in the pipeline's order, from one CPU generator seeded with its seed:
 the source's VAE posterior sample, the initial noise, the masked image's VAE posterior sample.
-The VAE encodings themselves (posterior mean and std) are computed once per item.
+The VAE encodings themselves (posterior mean and std) are computed once per item and kept across
+batches until the stage releases the item (:class:`~onereward.generate.sampler.ItemCache`).
 
 The loop is split so that a training loop (ReFL) can reuse it: :meth:`FluxFillSampler.prepare`
 builds a :class:`FluxBatch`; :meth:`~FluxFillSampler.velocity` predicts the (CFG-combined)
@@ -32,9 +33,11 @@ import torch
 from onereward.errors import InputError
 from onereward.generate.sampler import (
     CandidateSpec,
+    ItemCache,
     ItemCondition,
     TextCache,
     batches,
+    fit_size,
     fit_to_multiple,
     generator_for,
     pixel_tensors,
@@ -90,13 +93,36 @@ class FluxFillSampler:
         self.vae_factor = int(pipe.vae_scale_factor)
         self.latent_channels = int(self.vae.config.latent_channels)
         self.text = TextCache(self._encode_texts)
+        self._fitted = ItemCache()  # item -> condition resized to the latent grid
+        self._encoded = ItemCache()  # fitted item -> VAE posterior of source and masked source
         self._schedules: dict[tuple[int, float, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @property
+    def n_vae_encodes(self) -> int:
+        """Items run through the VAE encoder so far (once per item, however many batches)."""
+        return self._encoded.n_computed
+
+    def release(self, item_id: str) -> None:
+        """Forget the cached fitted condition and VAE encoding of ``item_id``."""
+        self._fitted.release(item_id)
+        self._encoded.release(item_id)
+
     # ---- schedules -------------------------------------------------------------------------
-    def executed_steps(self, steps: int, strength: float) -> int:
+    @staticmethod
+    def executed_steps(steps: int, strength: float) -> int:
         """Steps actually run for ``steps`` configured at ``strength`` (the pipeline's rule)."""
         init = min(steps * strength, steps)
         return steps - int(max(steps - init, 0))
+
+    def batch_key(self, size_hw: tuple[int, int], spec: CandidateSpec) -> tuple[Any, ...]:
+        """(generated size, executed steps): candidates with equal keys share a batch."""
+        return fit_size(size_hw, 2 * self.vae_factor), self.executed_steps(spec.steps, spec.strength)
+
+    def start_sigma(self, size_hw: tuple[int, int], spec: CandidateSpec) -> float:
+        """The first sigma of the candidate's shifted schedule: start = sigma * noise + (1 - sigma) * source."""
+        height, width = fit_size(size_hw, 2 * self.vae_factor)
+        seq_len = (height // (2 * self.vae_factor)) * (width // (2 * self.vae_factor))
+        return float(self.schedule(spec.steps, spec.strength, seq_len)[0][0])
 
     def schedule(self, steps: int, strength: float, image_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigmas[n+1], timesteps[n]) of one candidate: the shifted schedule of ``steps`` from
@@ -158,7 +184,10 @@ class FluxFillSampler:
         h, w = 2 * (height // (f * 2)), 2 * (width // (f * 2))
         seq_len = (h // 2) * (w // 2)
         shift, scale = self.vae.config.shift_factor or 0.0, self.vae.config.scaling_factor
-        encoded = {iid: self._encode_item(items[iid]) for iid in dict.fromkeys(s.item_id for s in specs)}
+        encoded = {
+            iid: self._encoded.get(items[iid], iid, lambda it=items[iid]: self._encode_item(it))
+            for iid in dict.fromkeys(s.item_id for s in specs)
+        }
         init_latents, masked_latents, masks, sigmas, timesteps = [], [], [], [], []
         for spec in specs:
             enc = encoded[spec.item_id]
@@ -282,7 +311,8 @@ class FluxFillSampler:
         """Generate every spec's image (HxWx3 uint8 at its item's size, before paste-back)."""
         multiple = 2 * self.vae_factor
         fitted = {
-            iid: fit_to_multiple(items[iid], multiple) for iid in dict.fromkeys(s.item_id for s in specs)
+            iid: self._fitted.get(items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, multiple))
+            for iid in dict.fromkeys(s.item_id for s in specs)
         }
         keys = [(fitted[s.item_id].mask.shape, self.executed_steps(s.steps, s.strength)) for s in specs]
         results: list[np.ndarray | None] = [None] * len(specs)

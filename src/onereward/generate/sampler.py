@@ -74,6 +74,12 @@ def check_condition(item: ItemCondition, *, where: str = "item") -> None:
         )
 
 
+def fit_size(size_hw: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """The size an item of ``size_hw`` is generated at: each side down to a multiple of ``multiple``."""
+    h, w = size_hw
+    return max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+
+
 def fit_to_multiple(item: ItemCondition, multiple: int) -> ItemCondition:
     """Resize image and mask down to the nearest multiple of ``multiple`` (no-op when they fit).
 
@@ -81,7 +87,7 @@ def fit_to_multiple(item: ItemCondition, multiple: int) -> ItemCondition:
     resized back to the source size before paste-back (see :func:`restore_size`).
     """
     h, w = item.mask.shape
-    nh, nw = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+    nh, nw = fit_size((h, w), multiple)
     if (nh, nw) == (h, w):
         return item
     image = np.asarray(Image.fromarray(item.image).resize((nw, nh), Image.BICUBIC))
@@ -174,6 +180,36 @@ class TextCache:
         return out
 
 
+class ItemCache:
+    """Per-item values (fitted conditions, VAE encodings) kept across batches of one run.
+
+    Keyed by item id, but an entry only counts for the very ItemCondition object it was made
+    from, so a new condition under an old id (a training loop, a test) is never served stale
+    values. LRU-bounded; :meth:`release` drops an item once all its candidates are done.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._entries: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self.max_entries = max_entries
+        self.n_computed = 0  # values actually computed (tests: VAE encodings once per item)
+
+    def get(self, key_item: Any, item_id: str, make: Callable[[], Any]) -> Any:
+        hit = self._entries.get(item_id)
+        if hit is not None and hit[0] is key_item:
+            self._entries.move_to_end(item_id)
+            return hit[1]
+        value = make()
+        self.n_computed += 1
+        self._entries[item_id] = (key_item, value)
+        self._entries.move_to_end(item_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return value
+
+    def release(self, item_id: str) -> None:
+        self._entries.pop(item_id, None)
+
+
 def batches(keys: list[Any], batch_size: int) -> list[list[int]]:
     """Indices grouped by equal key (first-seen order), each group split into chunks of ``batch_size``."""
     groups: dict[Any, list[int]] = {}
@@ -193,5 +229,17 @@ class Sampler(Protocol):
     batch_size: int
 
     def executed_steps(self, steps: int, strength: float) -> int: ...
+
+    def batch_key(self, size_hw: tuple[int, int], spec: CandidateSpec) -> tuple[Any, ...]:
+        """Candidates with equal keys can share one batch (generated size, executed steps)."""
+        ...
+
+    def start_sigma(self, size_hw: tuple[int, int], spec: CandidateSpec) -> float:
+        """The noise level the candidate starts from (1.0 = pure noise)."""
+        ...
+
+    def release(self, item_id: str) -> None:
+        """Forget the cached per-item values of ``item_id`` (all its candidates are done)."""
+        ...
 
     def sample(self, items: dict[str, ItemCondition], specs: list[CandidateSpec]) -> list[np.ndarray]: ...

@@ -8,7 +8,12 @@ reproduces the pipeline's random draws per candidate, so a candidate equals
 same DDIM scheduler up to float rounding of batched kernels.
 
 Per candidate, in the pipeline's order: (strength < 1 only) the source's VAE posterior sample,
-the initial noise, the masked image's VAE posterior sample. VAE encodings run once per item.
+the initial noise, the masked image's VAE posterior sample. VAE encodings run once per item and
+are kept across batches until the stage releases the item.
+
+Masks: the UNet sees the mask at latent size (nearest resize, 1/8 of the pixels, like the
+pipeline). A mask so small that it vanishes there (e.g. under 8 px wide) would generate nothing:
+it is an :class:`InputError` naming the item (:func:`check_latent_mask`), never dilated silently.
 """
 
 from __future__ import annotations
@@ -22,15 +27,35 @@ import torch
 from onereward.errors import InputError
 from onereward.generate.sampler import (
     CandidateSpec,
+    ItemCache,
     ItemCondition,
     TextCache,
     batches,
+    fit_size,
     fit_to_multiple,
     generator_for,
     pixel_tensors,
     restore_size,
     to_uint8,
 )
+
+
+def latent_mask(mask: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """The mask (1,1,H,W) at latent size, as the pipeline resizes it (nearest)."""
+    return torch.nn.functional.interpolate(mask, size=size_hw)
+
+
+def check_latent_mask(item: ItemCondition, vae_factor: int, *, where: str = "item") -> None:
+    """Raise :class:`InputError` when the item's mask vanishes at the UNet's latent size."""
+    fitted = fit_to_multiple(item, vae_factor)
+    height, width = fitted.mask.shape
+    m = torch.from_numpy(fitted.mask.astype(np.float32))[None, None]
+    if not bool(latent_mask(m, (height // vae_factor, width // vae_factor)).any()):
+        raise InputError(
+            f"{where} {item.item_id}: field 'mask' ({int(item.mask.sum())} px) vanishes at the sd_inpaint "
+            f"latent size (1/{vae_factor} of the pixels, nearest); expected a masked region covering at "
+            f"least one {vae_factor}x{vae_factor} latent cell"
+        )
 
 
 @dataclass
@@ -64,6 +89,19 @@ class SDInpaintSampler:
             raise InputError(
                 "generator_sd: the pipeline's scheduler must be DDIM (load it with models.sd_inpaint.load)"
             )
+        # Our DDIM update assumes epsilon prediction without clipping or thresholding of x0;
+        # anything else (e.g. a v-prediction SD 2.x folder) would sample silently wrong.
+        sc = pipe.scheduler.config
+        for name, supported in (
+            ("prediction_type", "epsilon"),
+            ("clip_sample", False),
+            ("thresholding", False),
+        ):
+            if sc.get(name, supported) != supported:
+                raise InputError(
+                    f"generator_sd: scheduler config {name}={sc.get(name)!r} is not supported by our DDIM "
+                    f"sampler (expected {supported!r})"
+                )
         self.pipe = pipe
         self.batch_size = max(1, int(batch_size))
         self.unet, self.vae = pipe.unet, pipe.vae
@@ -74,11 +112,36 @@ class SDInpaintSampler:
         self.alphas_cumprod = sched.alphas_cumprod.to(torch.float32)
         self.final_alpha = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float32)
         self.text = TextCache(self._encode_texts)
+        self._fitted = ItemCache()
+        self._encoded = ItemCache()
         self._schedules: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def executed_steps(self, steps: int, strength: float) -> int:
+    @property
+    def n_vae_encodes(self) -> int:
+        """Items run through the VAE encoder so far (once per item, however many batches)."""
+        return self._encoded.n_computed
+
+    def release(self, item_id: str) -> None:
+        """Forget the cached fitted condition and VAE encoding of ``item_id``."""
+        self._fitted.release(item_id)
+        self._encoded.release(item_id)
+
+    @staticmethod
+    def executed_steps(steps: int, strength: float) -> int:
         """The pipeline's rule: ``min(int(steps * strength), steps)`` steps run (must be >= 1)."""
         return min(int(steps * strength), steps)
+
+    def batch_key(self, size_hw: tuple[int, int], spec: CandidateSpec) -> tuple[Any, ...]:
+        """(generated size, executed steps): candidates with equal keys share a batch."""
+        return fit_size(size_hw, self.vae_factor), self.executed_steps(spec.steps, spec.strength)
+
+    def start_sigma(self, size_hw: tuple[int, int], spec: CandidateSpec) -> float:
+        """Noise weight of the start, ``sqrt(1 - alpha_bar)`` at the first executed timestep
+        (1.0 at strength 1, where the pipeline starts from pure noise)."""
+        if spec.strength == 1.0:
+            return 1.0
+        ts, _ = self.schedule(spec.steps, spec.strength)
+        return float((1 - self.alphas_cumprod[ts[0]]) ** 0.5)
 
     def schedule(self, steps: int, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(timesteps[n], previous timesteps[n]) of one candidate (DDIM 'leading' spacing)."""
@@ -115,14 +178,19 @@ class SDInpaintSampler:
         height, width = items[specs[0].item_id].mask.shape
         h, w = height // f, width // f
         scale = self.vae.config.scaling_factor
-        encoded = {}
-        for iid in dict.fromkeys(s.item_id for s in specs):
-            x, m = pixel_tensors(items[iid], dev, self.vae.dtype)
+
+        def encode(item: ItemCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            check_latent_mask(item, f)
+            x, m = pixel_tensors(item, dev, self.vae.dtype)
             masked = x * (m < 0.5)
             with torch.no_grad():
                 post = self.vae.encode(torch.cat([x, masked])).latent_dist
-            small_mask = torch.nn.functional.interpolate(m, size=(h, w)).to(dtype)
-            encoded[iid] = (post.mean, post.std, small_mask)
+            return post.mean, post.std, latent_mask(m, (h, w)).to(dtype)
+
+        encoded = {
+            iid: self._encoded.get(items[iid], iid, lambda it=items[iid]: encode(it))
+            for iid in dict.fromkeys(s.item_id for s in specs)
+        }
         latents, conds, ts_all, prev_all = [], [], [], []
         for spec in specs:
             mean, std, small_mask = encoded[spec.item_id]
@@ -206,7 +274,7 @@ class SDInpaintSampler:
     def sample(self, items: dict[str, ItemCondition], specs: list[CandidateSpec]) -> list[np.ndarray]:
         """Generate every spec's image (HxWx3 uint8 at its item's size, before paste-back)."""
         fitted = {
-            iid: fit_to_multiple(items[iid], self.vae_factor)
+            iid: self._fitted.get(items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, self.vae_factor))
             for iid in dict.fromkeys(s.item_id for s in specs)
         }
         keys = [(fitted[s.item_id].mask.shape, self.executed_steps(s.steps, s.strength)) for s in specs]

@@ -13,11 +13,16 @@ pick a best and a worst. Every sampled value and the seed are recorded per candi
   arrive as canvases (source placed in the frame, new area grey) with the new area masked.
 - The result outside the mask equals the source exactly; inside, the generated pixels are pasted
   back with an optional feather (recorded per candidate).
-- Resumable: the artifact is staged in a fixed folder (``ArtifactWriter(resume=True)``); each
-  finished item leaves a record there, and a rerun with the same parameters skips those items.
-  A rerun on a finished artifact with the same parameters does nothing.
+- Batching: the candidates of the whole shard are grouped by (generated size, executed steps)
+  and each group is cut into batches of ``batch_size``, so batches fill up even when steps x
+  strength spread candidates over many step counts; batches run in the order that finishes items
+  earliest (:func:`plan_batches`).
+- Resumable: the artifact is staged in a fixed folder (``ArtifactWriter(resume=True)``); an
+  item's record is written there once all its candidates are saved, and a rerun with the same
+  parameters and generator skips those items. A rerun on a finished artifact with the same
+  parameters and generator does nothing; another generator model starts over.
 - ``shard="i/n"`` takes every n-th item (sorted by id) from offset i; each shard writes its own
-  artifact and :func:`merge` joins them.
+  artifact (possibly empty) and :func:`merge` joins exactly the shards ``0/n .. n-1/n``.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from onereward import tasks
 from onereward.artifacts import ArtifactError, ArtifactWriter, Manifest, read_artifact, write_json_atomic
 from onereward.errors import InputError
-from onereward.generate import DEFAULT_NEGATIVE_PROMPTS, FAMILIES
+from onereward.generate import FAMILIES
 from onereward.generate.sampler import CandidateSpec, ItemCondition, Sampler, check_condition, paste_back
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
@@ -67,6 +73,7 @@ CANDIDATES_SCHEMA = pa.schema(
         ("guidance", pa.float64()),
         ("feather", pa.int64()),
         ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
+        ("start_sigma", pa.float64()),  # noise level of the start (1.0 = pure noise)
         ("meta", pa.string()),
     ]
 )
@@ -204,6 +211,21 @@ def _load_condition(root: Path, row: dict[str, Any]) -> ItemCondition:
     return item
 
 
+def generator_identity(prof: Any, key: str, zoo: str | None) -> str:
+    """What identifies the generator model of a run (part of the resume fingerprint).
+
+    ``zoo:`` references: the zoo artifact's content hash plus the model's name in it; local
+    folders: their resolved path; anything else (a hub id on the full profile): the reference.
+    """
+    from onereward.zoo import zoo_manifest
+
+    ref = prof.model_ref(key).ref
+    if ref.startswith("zoo:"):
+        return f"{ref}@{zoo_manifest(prof, zoo).content_hash}"
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else ref
+
+
 def _fingerprint(params: dict[str, Any], source: Manifest) -> str:
     blob = json.dumps({"params": params, "input": source.content_hash}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -246,13 +268,13 @@ def run(
     seed: int = 0,
     min_steps: int | None = None,
     max_steps: int | None = None,
-    cfg_min: float = 2.0,
-    cfg_max: float = 6.0,
-    strength_min: float = 0.6,
-    strength_max: float = 1.0,
-    negative_prompts: str = DEFAULT_NEGATIVE_PROMPTS,
-    guidance: float = 1.0,
-    feather: int = 0,
+    cfg_min: float | None = None,
+    cfg_max: float | None = None,
+    strength_min: float | None = None,
+    strength_max: float | None = None,
+    negative_prompts: str | None = None,
+    guidance: float | None = None,
+    feather: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     report_items: int = 24,
@@ -265,10 +287,12 @@ def run(
         profile: profile name or YAML path; gives the generator folders and ``generate`` settings.
         zoo: tiny-zoo artifact dir for ``zoo:`` references (None: the cached zoo of the profile).
         family: ``flux_fill`` (profile model ``generator``) or ``sd_inpaint`` (``generator_sd``).
-        num_candidates: candidates per item (None: ``profile.generate.num_candidates``, default 4).
+        Every parameter below that is None takes the profile's ``generate.<name>`` value.
+
+        num_candidates: candidates per item.
         shard: ``"i/n"``: generate only items at positions ``i, i+n, ...`` of the id-sorted list.
         seed: root seed; an item's parameters and noise depend on ``(seed, item_id)`` only.
-        min_steps, max_steps: inference-step range (None: the profile's).
+        min_steps, max_steps: inference-step range.
         cfg_min, cfg_max: true-CFG scale range (>= 1; 1 means no negative pass).
         strength_min, strength_max: initial noise strength range in (0, 1]; below 1 the sampler
             starts from the noised source and runs fewer steps.
@@ -276,43 +300,49 @@ def run(
             acts only through true CFG, i.e. when the candidate's cfg_scale is above 1.
         guidance: flux distilled-guidance input (OneReward uses 1 with true CFG); 0 for sd_inpaint.
         feather: paste-back feather radius in pixels inside the mask (0 = hard paste).
-        batch_size: candidates per generator batch (None: the profile's).
+        batch_size: candidates per generator batch.
         device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1`` ...
         report_items: items shown in report.html.
 
-    Returns the metrics dict (``n_items``, ``n_candidates``, ``images_per_second`` and the realised
-    parameter ranges), also written to ``metrics.json``.
+    Returns the metrics dict, also written to ``metrics.json`` (keys in docs/contracts.md).
     """
     from onereward.profile import load_profile
     from onereward.zoo import zoo_dir_for
 
     prof = load_profile(profile)
-    gen_settings = prof.generate
+    g = prof.generate
+
+    def pick(value: Any, default: Any) -> Any:  # None = the profile's value
+        return default if value is None else value
+
     shard_i, shard_n = parse_shard(shard)
-    negatives = parse_negative_prompts(negative_prompts)
+    negatives = parse_negative_prompts(pick(negative_prompts, g.negative_prompts))
+    key = "generator" if family == "flux_fill" else "generator_sd"
     params: dict[str, Any] = {
         "profile": prof.name,
         "profile_sha": prof.sha,
         "family": family,
-        "num_candidates": gen_settings.num_candidates if num_candidates is None else num_candidates,
+        "num_candidates": pick(num_candidates, g.num_candidates),
         "shard": f"{shard_i}/{shard_n}",
         "seed": int(seed),
-        "min_steps": gen_settings.min_steps if min_steps is None else min_steps,
-        "max_steps": gen_settings.max_steps if max_steps is None else max_steps,
-        "cfg_min": float(cfg_min),
-        "cfg_max": float(cfg_max),
-        "strength_min": float(strength_min),
-        "strength_max": float(strength_max),
+        "min_steps": pick(min_steps, g.min_steps),
+        "max_steps": pick(max_steps, g.max_steps),
+        "cfg_min": float(pick(cfg_min, g.cfg_min)),
+        "cfg_max": float(pick(cfg_max, g.cfg_max)),
+        "strength_min": float(pick(strength_min, g.strength_min)),
+        "strength_max": float(pick(strength_max, g.strength_max)),
         "negative_prompts": negatives,
-        "guidance": float(guidance),
-        "feather": int(feather),
-        "batch_size": gen_settings.batch_size if batch_size is None else batch_size,
-        "max_sequence_length": gen_settings.max_sequence_length,
-        "dtype": gen_settings.dtype,
+        "guidance": float(pick(guidance, g.guidance)),
+        "feather": int(pick(feather, g.feather)),
+        "batch_size": pick(batch_size, g.batch_size),
+        "max_sequence_length": g.max_sequence_length,
+        "dtype": g.dtype,
     }
     _check_ranges(params)
     source, root, rows = _read_items(subset)
     rows = sorted(rows, key=lambda r: r["item_id"])[shard_i::shard_n]
+    # The generator model is part of the fingerprint: another model never resumes or reuses this one's work.
+    params["generator"] = generator_identity(prof, key, zoo)
     fingerprint = _fingerprint(params, source)
     params["fingerprint"] = fingerprint
 
@@ -326,7 +356,6 @@ def run(
         except ArtifactError as e:
             log.warning("regenerating %s: %s", out_path, e)
 
-    key = "generator" if family == "flux_fill" else "generator_sd"
     all_specs = {
         row["item_id"]: sample_specs(
             row["item_id"],
@@ -346,13 +375,24 @@ def run(
         for row in rows
     }
     # Pixel checks before anything is generated: a bad mask stops the stage before any work.
+    sd_factor = None
+    if family == "sd_inpaint" and rows:
+        from onereward.models.sd_inpaint import vae_scale_factor
+
+        sd_factor = vae_scale_factor(prof.resolve_model(key, zoo_dir_for(prof, zoo)))
+    sizes: dict[str, tuple[int, int]] = {}
     for row in rows:
-        _load_condition(root, row)
+        item = _load_condition(root, row)
+        sizes[row["item_id"]] = item.mask.shape
+        if sd_factor:
+            from onereward.generate.sd_sampler import check_latent_mask
+
+            check_latent_mask(item, sd_factor, where="--subset item")
 
     from onereward.zoo import zoo_manifest
 
     generator_inputs = [source]
-    if prof.model_ref("generator" if family == "flux_fill" else "generator_sd").ref.startswith("zoo:"):
+    if prof.model_ref(key).ref.startswith("zoo:"):
         generator_inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's generator ran
     with ArtifactWriter(
         out,
@@ -389,7 +429,8 @@ def run(
         )
         for row in rows:
             _copy_item_files(root, art.path, row)
-        gen_seconds, n_generated, n_text_encodings = 0.0, 0, 0
+        gen_seconds, n_generated, n_text_encodings, n_vae_encodes = 0.0, 0, 0, 0
+        batch_sizes: list[int] = []
         if todo:
             model_dir = prof.resolve_model(key, zoo_dir_for(prof, zoo))
             with art.timer("load_model_s"):
@@ -402,14 +443,16 @@ def run(
                     max_sequence_length=params["max_sequence_length"],
                 )
             with art.timer("generate_s"), Throughput("candidates") as tp:
-                _generate(sampler, root, art.path, todo, all_specs, params, tp)
+                batch_sizes = _generate(sampler, root, art.path, todo, sizes, all_specs, params, tp)
             gen_seconds, n_generated = tp.elapsed, tp.count
             n_text_encodings = sampler.text.n_encoded
+            n_vae_encodes = sampler.n_vae_encodes
             log.info("generate_candidates: %s", tp)
         cand_rows: list[dict[str, Any]] = []
         for row in rows:
             cand_rows.extend(json.loads((progress / f"{row['item_id']}.json").read_text()))
-        write_table(art.path / "items.parquet", rows)
+        # With the input's schema: an empty shard (more shards than items) still has its columns.
+        write_table(art.path / "items.parquet", rows, schema=pq.read_schema(root / "items.parquet"))
         write_table(art.path / "candidates.parquet", cand_rows, schema=CANDIDATES_SCHEMA)
         metrics = candidate_metrics(cand_rows, n_items=len(rows))
         metrics.update(
@@ -420,6 +463,12 @@ def run(
                 "generate_seconds": round(gen_seconds, 3),
                 "images_per_second": round(n_generated / gen_seconds, 3) if gen_seconds > 0 else 0.0,
                 "n_text_encodings": n_text_encodings,
+                "n_vae_encodes": n_vae_encodes,
+                "n_batches": len(batch_sizes),
+                "mean_batch_size": round(float(np.mean(batch_sizes)), 3) if batch_sizes else 0.0,
+                "batch_fill": round(float(np.mean(batch_sizes)) / params["batch_size"], 3)
+                if batch_sizes
+                else 0.0,
             }
         )
         art.counts.update({"n_items": len(rows), "n_candidates": len(cand_rows)})
@@ -441,40 +490,78 @@ def _copy_item_files(src_root: Path, dst_root: Path, row: dict[str, Any]) -> Non
             shutil.copyfile(src_root / rel, dst_root / rel)
 
 
+def plan_batches(keys: list[Any], owners: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of spec indices over a whole shard.
+
+    Specs are grouped by ``keys[i]`` (generated size, executed steps), each group, in spec order,
+    is cut into batches of ``batch_size`` (so at most one partial batch per key), and the batches
+    are ordered by the last item position (``owners[i]``) they contain: items then finish - and
+    are recorded for resume - progressively instead of all at the end.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    out = [idx[s : s + batch_size] for idx in groups.values() for s in range(0, len(idx), batch_size)]
+    out.sort(key=lambda b: (max(owners[i] for i in b), min(owners[i] for i in b)))
+    return out
+
+
 def _generate(
     sampler: Sampler,
     root: Path,
     staging: Path,
     todo: list[dict[str, Any]],
+    sizes: dict[str, tuple[int, int]],
     all_specs: dict[str, list[CandidateSpec]],
     params: dict[str, Any],
     tp: Throughput,
-) -> None:
-    """Generate ``todo`` in chunks of items; each finished item is recorded before the next chunk."""
-    n = params["num_candidates"]
-    # Enough items per chunk that candidates of equal step count fill batches across items.
-    chunk_items = max(1, (4 * sampler.batch_size) // n)
-    bar = tqdm(total=len(todo) * n, desc=f"candidates ({sampler.family})", unit="img", disable=len(todo) < 4)
-    for start in range(0, len(todo), chunk_items):
-        chunk = todo[start : start + chunk_items]
-        items = {row["item_id"]: _load_condition(root, row) for row in chunk}
-        specs = [s for row in chunk for s in all_specs[row["item_id"]]]
-        images = sampler.sample(items, specs)
-        by_item: dict[str, list[dict[str, Any]]] = {}
-        for spec, image in zip(specs, images, strict=True):
-            item = items[spec.item_id]
+) -> list[int]:
+    """Generate the candidates of ``todo`` in planned batches; returns the batch sizes.
+
+    An item's record (which marks it finished for resume) is written as soon as its last
+    candidate is saved; its source is loaded when first needed and dropped, with the sampler's
+    cached VAE encoding, once the item is finished.
+    """
+    position = {row["item_id"]: k for k, row in enumerate(todo)}
+    by_id = {row["item_id"]: row for row in todo}
+    specs = [s for row in todo for s in all_specs[row["item_id"]]]
+    keys = [sampler.batch_key(sizes[s.item_id], s) for s in specs]
+    plan = plan_batches(keys, [position[s.item_id] for s in specs], sampler.batch_size)
+    remaining = Counter(s.item_id for s in specs)
+    loaded: dict[str, Any] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
+    bar = tqdm(total=len(specs), desc=f"candidates ({sampler.family})", unit="img", disable=len(todo) < 4)
+    for idx in plan:
+        batch = [specs[i] for i in idx]
+        for iid in dict.fromkeys(s.item_id for s in batch):
+            if iid not in loaded:
+                loaded[iid] = _load_condition(root, by_id[iid])
+        images = sampler.sample({iid: loaded[iid] for iid in dict.fromkeys(s.item_id for s in batch)}, batch)
+        for spec, image in zip(batch, images, strict=True):
+            item = loaded[spec.item_id]
             result = paste_back(item.image, image, item.mask, params["feather"])
             rel = _candidate_path(spec.item_id, spec.index)
             save_png(staging / rel, result)
-            by_item.setdefault(spec.item_id, []).append(_candidate_row(spec, rel, sampler, params))
-        for iid, cand in by_item.items():  # the record marks the item finished (written last)
-            write_json_atomic(staging / PROGRESS_DIR / f"{iid}.json", cand)
-        tp.add(len(specs))
-        bar.update(len(specs))
+            records.setdefault(spec.item_id, []).append(_candidate_row(spec, rel, sampler, params, sizes))
+            remaining[spec.item_id] -= 1
+            if remaining[spec.item_id] == 0:  # the record marks the item finished (written last)
+                cand = sorted(records.pop(spec.item_id), key=lambda c: c["index"])
+                write_json_atomic(staging / PROGRESS_DIR / f"{spec.item_id}.json", cand)
+                loaded.pop(spec.item_id)
+                sampler.release(spec.item_id)
+        tp.add(len(batch))
+        bar.update(len(batch))
     bar.close()
+    return [len(b) for b in plan]
 
 
-def _candidate_row(spec: CandidateSpec, rel: str, sampler: Sampler, params: dict[str, Any]) -> dict[str, Any]:
+def _candidate_row(
+    spec: CandidateSpec,
+    rel: str,
+    sampler: Sampler,
+    params: dict[str, Any],
+    sizes: dict[str, tuple[int, int]],
+) -> dict[str, Any]:
     row = asdict(spec)
     row.update(
         candidate_id=spec.candidate_id,
@@ -482,6 +569,7 @@ def _candidate_row(spec: CandidateSpec, rel: str, sampler: Sampler, params: dict
         family=sampler.family,
         feather=params["feather"],
         executed_steps=sampler.executed_steps(spec.steps, spec.strength),
+        start_sigma=round(sampler.start_sigma(sizes[spec.item_id], spec), 6),
         meta=json.dumps({"max_sequence_length": params["max_sequence_length"], "dtype": params["dtype"]}),
     )
     return {f.name: row[f.name] for f in CANDIDATES_SCHEMA}
@@ -490,7 +578,7 @@ def _candidate_row(spec: CandidateSpec, rel: str, sampler: Sampler, params: dict
 def candidate_metrics(cand_rows: list[dict[str, Any]], *, n_items: int) -> dict[str, Any]:
     """Counts and realised parameter ranges of a candidates table."""
     m: dict[str, Any] = {"n_items": n_items, "n_candidates": len(cand_rows)}
-    for col in ("steps", "executed_steps", "cfg_scale", "strength", "guidance"):
+    for col in ("steps", "executed_steps", "start_sigma", "cfg_scale", "strength", "guidance"):
         vals = [r[col] for r in cand_rows]
         m[f"{col}_min"] = min(vals) if vals else None
         m[f"{col}_max"] = max(vals) if vals else None
@@ -570,13 +658,21 @@ def _mask_overlay(image_path: Path, mask_path: Path) -> np.ndarray:
 def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
     """Merge the candidates artifacts of shards (``--shard i/n`` runs) into one artifact ``out``.
 
-    The shards must come from the same input and parameters (apart from the shard) and hold
-    disjoint items; the merged metrics sum the counts and the shards' throughputs (they ran in
-    parallel).
+    The shards must be exactly ``0/n .. n-1/n`` for one n (each once), come from the same input,
+    parameters and generator, and hold disjoint items; empty shards (more shards than items) are
+    fine. The merged metrics sum the counts and the shards' throughputs (they ran in parallel).
     """
     if not shard_dirs:
         raise InputError("--shards (shard_dirs): expected at least one candidates artifact")
     manifests = [read_artifact(d, kind="candidates", what=f"--shards {d}") for d in shard_dirs]
+    parsed = [parse_shard(m.parameters.get("shard", "")) for m in manifests]
+    n = parsed[0][1]
+    got = sorted(f"{i}/{k}" for i, k in parsed)
+    if any(k != n for _, k in parsed) or sorted(i for i, _ in parsed) != list(range(n)):
+        raise InputError(
+            f"--shards (shard_dirs): expected exactly the shards 0/{n} .. {n - 1}/{n}, each once; got "
+            f"{', '.join(got)}"
+        )
     ref_params = {k: v for k, v in manifests[0].parameters.items() if k not in ("shard", "fingerprint")}
     for d, m in zip(shard_dirs, manifests, strict=True):
         p = {k: v for k, v in m.parameters.items() if k not in ("shard", "fingerprint")}
@@ -614,7 +710,9 @@ def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
                 shutil.copyfile(root / c["image"], art.path / c["image"])
         rows.sort(key=lambda r: r["item_id"])
         cands.sort(key=lambda c: (c["item_id"], c["index"]))
-        write_table(art.path / "items.parquet", rows)
+        write_table(
+            art.path / "items.parquet", rows, schema=pq.read_schema(Path(shard_dirs[0]) / "items.parquet")
+        )
         write_table(art.path / "candidates.parquet", cands, schema=CANDIDATES_SCHEMA)
         shard_metrics = [m.metrics() for m in manifests]
         metrics = candidate_metrics(cands, n_items=len(rows))

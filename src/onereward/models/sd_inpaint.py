@@ -162,3 +162,17 @@ def load(path: str | os.PathLike[str], *, dtype: str | torch.dtype = "float32", 
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def vae_scale_factor(path: str | os.PathLike[str]) -> int:
+    """The VAE's downscale factor of a pipeline folder, read from ``vae/config.json`` without
+    loading weights (``2 ** (levels - 1)``, as diffusers computes it); 8 when the folder has no
+    readable VAE config (SD's factor)."""
+    import json
+
+    config = Path(path) / "vae" / "config.json"
+    try:
+        levels = len(json.loads(config.read_text())["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 8
+    return 2 ** (levels - 1)
