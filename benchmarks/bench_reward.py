@@ -9,7 +9,10 @@
 3. GPU only (skipped without CUDA): the 7B architecture (published config, random weights, bf16):
    pairs scored per second and peak memory.
 
-``python benchmarks/bench_reward.py [--items 1200] [--steps N] [--skip-quality]``
+``OMP_NUM_THREADS=1 python benchmarks/bench_reward.py [--items 2000] [--steps N] [--skip-quality]``
+(one intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine a
+second thread only spins; measured 2026-11-23: 2000 items -> 4696 train / 1167 test pairs, 2000
+steps in 190 s wall / 142 s CPU, mean test accuracy 0.762, order consistency 0.955, ECE 0.016).
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ def gpu_7b(n_pairs: int = 32, image_size: int = 512) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=1200, help="synthetic items (about 2.9 pairs each)")
+    parser.add_argument("--items", type=int, default=2000, help="synthetic items (about 2.9 pairs each)")
     parser.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the tiny profile's)"
     )
