@@ -13,7 +13,13 @@ CLIP-L, T5-XXL, the real VAE) with random bf16 weights, seconds per candidate an
 at 512 and 1024 px through our sampler (true CFG, so two transformer rows per candidate). Without
 CUDA that part is skipped and says so.
 
-Usage: ``python benchmarks/bench_generate.py [--items 16] [--candidates 4] [--gpu-steps 28]``.
+Batch fill (no model needed): mean candidates per generator batch, for the tiny and the full
+profile's sampled parameters over a shard of ``--fill-items`` items, with the stage's whole-shard
+planning (:func:`~onereward.generate.stage.plan_batches`) and with the former per-chunk grouping
+(chunks of ``4 * batch_size // candidates`` items).
+
+Usage: ``python benchmarks/bench_generate.py [--items 16] [--candidates 4] [--gpu-steps 28]
+[--fill-items 256] [--fill-only]``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from _common import peak_rss_mb, print_table, write_results  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from onereward import tasks  # noqa: E402
-from onereward.generate.sampler import CandidateSpec, ItemCondition  # noqa: E402
-from onereward.generate.stage import parse_negative_prompts, sample_specs  # noqa: E402
+from onereward.generate.sampler import CandidateSpec, ItemCondition, batches  # noqa: E402
+from onereward.generate.stage import parse_negative_prompts, plan_batches, sample_specs  # noqa: E402
 from onereward.imageio import load_mask, load_rgb  # noqa: E402
 from onereward.profile import load_profile  # noqa: E402
 from onereward.tables import read_table  # noqa: E402
@@ -55,25 +61,76 @@ def _pool(root: Path, n_items: int) -> tuple[dict[str, ItemCondition], list[dict
     return items, rows
 
 
-def _specs(rows: list[dict[str, Any]], family: str, n: int, *, true_cfg: bool) -> list[CandidateSpec]:
-    gen = load_profile("tiny").generate
+def _profile_specs(profile: str, item_ids: list[str], family: str, n: int) -> list[CandidateSpec]:
+    """The stage's own parameter draws with a profile's ``generate`` settings."""
+    gen = load_profile(profile).generate
     specs = []
-    for r in rows:
+    for iid in item_ids:
         specs += sample_specs(
-            r["item_id"],
-            tasks.effective_prompt(r["task"], r["prompt"]),
+            iid,
+            "a prompt",
             family=family,
             num_candidates=n,
             seed=0,
             min_steps=gen.min_steps,
             max_steps=gen.max_steps,
-            cfg_min=2.0,
-            cfg_max=6.0,
-            strength_min=0.6,
-            strength_max=1.0,
-            negative_prompts=parse_negative_prompts("none;nsfw;blurry;low quality"),
-            guidance=1.0,
+            cfg_min=gen.cfg_min,
+            cfg_max=gen.cfg_max,
+            strength_min=gen.strength_min,
+            strength_max=gen.strength_max,
+            negative_prompts=parse_negative_prompts(gen.negative_prompts),
+            guidance=gen.guidance,
         )
+    return specs
+
+
+def batch_fill(n_items: int) -> list[dict[str, Any]]:
+    """Mean batch size of the stage's whole-shard plan vs the former per-chunk grouping."""
+    from onereward.generate.flux_sampler import FluxFillSampler
+    from onereward.generate.sd_sampler import SDInpaintSampler
+
+    out = []
+    for profile in ("tiny", "full"):
+        gen = load_profile(profile).generate
+        bs, n = gen.batch_size, gen.num_candidates
+        ids = [f"item{k:05d}" for k in range(n_items)]
+        for family, executed in (
+            ("flux_fill", FluxFillSampler.executed_steps),
+            ("sd_inpaint", SDInpaintSampler.executed_steps),
+        ):
+            specs = _profile_specs(profile, ids, family, n)
+            keys = [executed(s.steps, s.strength) for s in specs]  # one image size per profile
+            owners = [int(s.item_id[4:]) for s in specs]
+            chunk = max(1, 4 * bs // n) * n  # the former plan: 4 * bs // n items per chunk
+            before = [
+                len(b)
+                for start in range(0, len(specs), chunk)
+                for b in batches(keys[start : start + chunk], bs)
+            ]
+            after = [len(b) for b in plan_batches(keys, owners, bs)]
+            out.append(
+                {
+                    "profile": profile,
+                    "family": family,
+                    "items": n_items,
+                    "batch_size": bs,
+                    "steps": f"{gen.min_steps}-{gen.max_steps}",
+                    "distinct_executed_steps": len(set(keys)),
+                    "before_mean_batch": round(float(np.mean(before)), 2),
+                    "after_mean_batch": round(float(np.mean(after)), 2),
+                    "before_fill": round(float(np.mean(before)) / bs, 3),
+                    "after_fill": round(float(np.mean(after)) / bs, 3),
+                    "before_batches": len(before),
+                    "after_batches": len(after),
+                }
+            )
+    return out
+
+
+def _specs(rows: list[dict[str, Any]], family: str, n: int, *, true_cfg: bool) -> list[CandidateSpec]:
+    specs = _profile_specs("tiny", [r["item_id"] for r in rows], family, n)
+    by_id = {r["item_id"]: tasks.effective_prompt(r["task"], r["prompt"]) for r in rows}
+    specs = [dataclasses.replace(s, prompt=by_id[s.item_id]) for s in specs]
     if not true_cfg:  # FluxFillPipeline cannot do true CFG: compare at cfg 1 without negatives
         specs = [dataclasses.replace(s, cfg_scale=1.0, negative_prompt="") for s in specs]
     return specs
@@ -212,8 +269,46 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--gpu-steps", type=int, default=28)
+    parser.add_argument("--fill-items", type=int, default=256, help="items of the batch-fill comparison")
+    parser.add_argument("--fill-only", action="store_true", help="only the batch-fill comparison (no model)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    fill_rows = batch_fill(args.fill_items)
+    print_table(
+        f"batch fill over a shard of {args.fill_items} items: former per-chunk grouping vs whole-shard plan",
+        [
+            "profile",
+            "family",
+            "batch",
+            "steps",
+            "exec. step counts",
+            "before mean",
+            "after mean",
+            "before fill",
+            "after fill",
+            "batches before",
+            "batches after",
+        ],
+        [
+            [
+                r["profile"],
+                r["family"],
+                r["batch_size"],
+                r["steps"],
+                r["distinct_executed_steps"],
+                r["before_mean_batch"],
+                r["after_mean_batch"],
+                r["before_fill"],
+                r["after_fill"],
+                r["before_batches"],
+                r["after_batches"],
+            ]
+            for r in fill_rows
+        ],
+    )
+    if args.fill_only:
+        write_results("generate_fill", {"batch_fill": fill_rows})
+        return {"batch_fill": fill_rows}
     tiny_rows = tiny(args.items, args.candidates, device)
     print_table(
         f"generate_candidates, tiny profile on {device} ({args.items} items x {args.candidates} candidates, 64 px)",
@@ -232,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         ],
     )
     result: dict[str, Any] = {
+        "batch_fill": fill_rows,
         "tiny": tiny_rows,
         "tiny_device": device,
         "peak_rss_mb": round(peak_rss_mb(), 1),
