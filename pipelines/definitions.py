@@ -218,7 +218,7 @@ def end_to_end(
     annotate_noise: float = 0.0,
     annotate_threshold: float = 0.02,
     annotate_annotators: int = 1,
-    reward_max_steps: int = 0,
+    reward_max_steps: int = 400,
     reward_finetune: str = "",
 ):
     """Synthetic pool -> subset -> candidates -> (simulated) annotation -> preferences -> reward model.
@@ -245,7 +245,7 @@ def end_to_end(
         annotate_noise: simulated annotator noise.
         annotate_threshold: oracle spread below which a dimension is "No clear difference".
         annotate_annotators: simulated annotators per task.
-        reward_max_steps: reward-model training steps (0 = the profile's).
+        reward_max_steps: reward-model training steps (0 = the profile's; 400 suits the demo's small pool).
         reward_finetune: full or lora ("" = the profile's).
     """
     zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")

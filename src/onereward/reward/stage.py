@@ -137,9 +137,12 @@ def run(
         "max_pixels": settings.max_pixels,
     }
     store = ImageStore()
-    with ArtifactWriter(
-        out, kind="reward_model", stage=STAGE, parameters=params, inputs=[prefs.manifest]
-    ) as art:
+    inputs = [prefs.manifest]
+    if prof.model_ref("reward_model").ref.startswith("zoo:"):
+        from onereward.zoo import zoo_manifest
+
+        inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's VLM was fine-tuned
+    with ArtifactWriter(out, kind="reward_model", stage=STAGE, parameters=params, inputs=inputs) as art:
         with art.timer("train_s"):
             result = train(scorer, train_pairs, store, cfg, checkpoint_dir=ckpt_dir, resume=resume)
         with art.timer("evaluate_s"):
