@@ -185,10 +185,12 @@ class ItemCache:
 
     Keyed by item id, but an entry only counts for the very ItemCondition object it was made
     from, so a new condition under an old id (a training loop, a test) is never served stale
-    values. LRU-bounded; :meth:`release` drops an item once all its candidates are done.
+    values. LRU-bounded (an entry can hold GPU tensors of a 1024 px item, a few MB; the stage's
+    batch plan keeps at most ~45 items open at once on tiny and full parameters, measured over
+    1024 items) and :meth:`release` drops an item once all its candidates are done.
     """
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 64) -> None:
         self._entries: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self.max_entries = max_entries
         self.n_computed = 0  # values actually computed (tests: VAE encodings once per item)
