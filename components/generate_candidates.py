@@ -15,9 +15,18 @@ def generate_candidates(
     metrics: Output[Metrics],
     profile: str = "tiny",
     family: str = "flux_fill",
-    num_candidates: int = 4,
+    num_candidates: int = -1,
     seed: int = 0,
     shard: str = "0/1",
+    min_steps: int = -1,
+    max_steps: int = -1,
+    cfg_min: float = -1.0,
+    cfg_max: float = -1.0,
+    strength_min: float = -1.0,
+    strength_max: float = -1.0,
+    negative_prompts: str = "",
+    guidance: float = -1.0,
+    feather: int = -1,
 ):
     """Generate candidates with randomly sampled inference parameters (paper section 4.2).
 
@@ -32,9 +41,23 @@ def generate_candidates(
         num_candidates: candidates per item.
         seed: base seed of the parameter sampling and noises.
         shard: "i/n" to generate only shard i of n (ParallelFor fan-out).
+        min_steps: fewest inference steps sampled.
+        max_steps: most inference steps sampled.
+        cfg_min: lowest true-CFG scale sampled.
+        cfg_max: highest true-CFG scale sampled.
+        strength_min: lowest initial noise strength sampled (1 = pure noise).
+        strength_max: highest initial noise strength sampled.
+        negative_prompts: ";"-separated negative prompts to sample from ("none" = no negative).
+        guidance: distilled guidance input (FLUX).
+        feather: paste-back feather radius in pixels (0 = hard paste).
+
+    -1 (or "" for negative_prompts) means the profile's ``generate`` value.
     """
     from onereward.generate.stage import run
     from onereward.kfp_outputs import publish
+
+    def profile_default(value):
+        return None if value in (-1, "") else value
 
     run(
         subset.path,
@@ -42,8 +65,17 @@ def generate_candidates(
         profile=profile,
         zoo=zoo.path,
         family=family,
-        num_candidates=num_candidates,
+        num_candidates=profile_default(num_candidates),
         seed=seed,
         shard=shard,
+        min_steps=profile_default(min_steps),
+        max_steps=profile_default(max_steps),
+        cfg_min=profile_default(cfg_min),
+        cfg_max=profile_default(cfg_max),
+        strength_min=profile_default(strength_min),
+        strength_max=profile_default(strength_max),
+        negative_prompts=profile_default(negative_prompts),
+        guidance=profile_default(guidance),
+        feather=profile_default(feather),
     )
     publish(candidates, report, metrics)

@@ -81,6 +81,15 @@ def _collect_steps(
             num_candidates=p["generate_num_candidates"],
             seed=p["seed"],
             shard=shard,
+            min_steps=p["generate_min_steps"],
+            max_steps=p["generate_max_steps"],
+            cfg_min=p["generate_cfg_min"],
+            cfg_max=p["generate_cfg_max"],
+            strength_min=p["generate_strength_min"],
+            strength_max=p["generate_strength_max"],
+            negative_prompts=p["generate_negative_prompts"],
+            guidance=p["generate_guidance"],
+            feather=p["generate_feather"],
         ).set_display_name("generate_candidates")
         _gpu(generate)
     merged = merge_candidates(shards=dsl.Collected(generate.outputs["candidates"])).set_display_name(
@@ -114,8 +123,17 @@ def collect(
     select_per_task: bool = True,
     select_backend: str = "auto",
     generate_family: str = "flux_fill",
-    generate_num_candidates: int = 4,
+    generate_num_candidates: int = -1,
     generate_shards: int = 1,
+    generate_min_steps: int = -1,
+    generate_max_steps: int = -1,
+    generate_cfg_min: float = -1.0,
+    generate_cfg_max: float = -1.0,
+    generate_strength_min: float = -1.0,
+    generate_strength_max: float = -1.0,
+    generate_negative_prompts: str = "",
+    generate_guidance: float = -1.0,
+    generate_feather: int = -1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
     annotate_image_url_prefix: str = "",
@@ -135,8 +153,17 @@ def collect(
         select_per_task: cluster each task separately.
         select_backend: clustering backend: auto, sklearn, faiss.
         generate_family: generator family: flux_fill or sd_inpaint.
-        generate_num_candidates: candidates per item.
+        generate_num_candidates: candidates per item (-1 = the profile's).
         generate_shards: parallel generation shards (one GPU each), merged afterwards.
+        generate_min_steps: fewest inference steps sampled (-1 = the profile's).
+        generate_max_steps: most inference steps sampled (-1 = the profile's).
+        generate_cfg_min: lowest true-CFG scale sampled (-1 = the profile's).
+        generate_cfg_max: highest true-CFG scale sampled (-1 = the profile's).
+        generate_strength_min: lowest initial noise strength sampled (-1 = the profile's).
+        generate_strength_max: highest initial noise strength sampled (-1 = the profile's).
+        generate_negative_prompts: ";"-separated negative prompts, "none" = no negative ("" = the profile's).
+        generate_guidance: FLUX distilled guidance input (-1 = the profile's).
+        generate_feather: paste-back feather radius in pixels (-1 = the profile's).
         annotate_label_studio_url: Label Studio URL ("" writes tasks offline).
         annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
         annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
@@ -205,8 +232,17 @@ def end_to_end(
     select_per_task: bool = True,
     select_backend: str = "auto",
     generate_family: str = "flux_fill",
-    generate_num_candidates: int = 4,
+    generate_num_candidates: int = -1,
     generate_shards: int = 1,
+    generate_min_steps: int = -1,
+    generate_max_steps: int = -1,
+    generate_cfg_min: float = -1.0,
+    generate_cfg_max: float = -1.0,
+    generate_strength_min: float = -1.0,
+    generate_strength_max: float = -1.0,
+    generate_negative_prompts: str = "",
+    generate_guidance: float = -1.0,
+    generate_feather: int = -1,
     annotate_label_studio_url: str = "",
     annotate_document_root: str = "",
     annotate_image_url_prefix: str = "",
@@ -232,8 +268,17 @@ def end_to_end(
         select_per_task: cluster each task separately.
         select_backend: clustering backend: auto, sklearn, faiss.
         generate_family: generator family: flux_fill or sd_inpaint.
-        generate_num_candidates: candidates per item.
+        generate_num_candidates: candidates per item (-1 = the profile's).
         generate_shards: parallel generation shards (one GPU each), merged afterwards.
+        generate_min_steps: fewest inference steps sampled (-1 = the profile's).
+        generate_max_steps: most inference steps sampled (-1 = the profile's).
+        generate_cfg_min: lowest true-CFG scale sampled (-1 = the profile's).
+        generate_cfg_max: highest true-CFG scale sampled (-1 = the profile's).
+        generate_strength_min: lowest initial noise strength sampled (-1 = the profile's).
+        generate_strength_max: highest initial noise strength sampled (-1 = the profile's).
+        generate_negative_prompts: ";"-separated negative prompts, "none" = no negative ("" = the profile's).
+        generate_guidance: FLUX distilled guidance input (-1 = the profile's).
+        generate_feather: paste-back feather radius in pixels (-1 = the profile's).
         annotate_label_studio_url: Label Studio URL ("" = offline simulated annotation).
         annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
         annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
