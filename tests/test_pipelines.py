@@ -94,8 +94,9 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
     assert f"report: {out / 'report.html'}" in printed
 
     summary = json.loads((out / "run.json").read_text())
-    stages = summary["stages"]
-    assert list(stages) == STAGE_ORDER, f"stages collected: {list(stages)}"
+    assert set(summary["stages"]) == set(STAGE_ORDER), f"stages collected: {sorted(summary['stages'])}"
+    listed = [line.split()[0] for line in printed.splitlines() if line.startswith("  ")]
+    assert listed == STAGE_ORDER  # the demo lists the stages in pipeline order
     kinds = {
         "build_zoo": "zoo",
         "synthesize_pool": "pool",
