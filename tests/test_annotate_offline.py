@@ -13,7 +13,7 @@ from annotate_helpers import oracle_pairs, subset_candidates, synthetic_candidat
 from onereward import tasks
 from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_agreement
 from onereward.annotate.export import mask_overlay
-from onereward.annotate.importer import Vote, merge_votes, validate_annotation
+from onereward.annotate.importer import Vote, merge_votes, process_export, validate_annotation
 from onereward.annotate.labeling_config import DIMENSION_SETS, build_labeling_config, choice_result
 from onereward.annotate.simulate import choose
 from onereward.annotate.stage import run_export, run_import, run_simulate
@@ -151,11 +151,34 @@ def test_validation_reports_each_kind_of_problem() -> None:
     assert validate_annotation(data, {"result": ok[:1]})[1] == ["removal_quality: worst not answered"]
 
 
+def _votes(*pairs: str) -> list[Vote]:
+    return [Vote(str(i), *p.split(">")) for i, p in enumerate(pairs)]
+
+
 def test_merge_votes_majority_tie_and_no_difference() -> None:
-    assert merge_votes([Vote("1", "A>B"), Vote("2", "A>B"), Vote("3", "C>D")]) == ("A>B", 2 / 3, "")
-    assert merge_votes([Vote("1", "A>B"), Vote("2", "C>D")])[0] is None
-    assert merge_votes([Vote("1", "A>B"), Vote("2", "C>D")])[2] == "tie"
-    assert merge_votes([Vote("1", "none"), Vote("2", "none"), Vote("3", "A>B")])[2] == "no_clear_difference"
+    assert merge_votes(_votes("A>B", "A>B", "C>D")) == ("A>B", 2 / 3, "")
+    assert merge_votes(_votes("A>B", "C>D")) == (None, 0.5, "tie")
+    assert merge_votes(_votes("none>none", "none>B", "A>B"))[2] == "no_clear_difference"
+    assert merge_votes([]) == (None, 0.0, "no_votes")
+
+
+def test_merge_votes_merges_best_and_worst_separately_by_strict_majority() -> None:
+    # Agree on best, differ on worst: best A (3/3) but worst B/C/D has no majority -> dropped.
+    assert merge_votes(_votes("A>B", "A>C", "A>D")) == (None, 1 / 3, "tie")
+    # Agree on best, 2 of 3 on worst.
+    assert merge_votes(_votes("A>B", "A>B", "A>C")) == ("A>B", 2 / 3, "")
+    # No annotator's combined label reaches a majority (a three-way tie under plurality over
+    # "B>D" labels), yet best A and worst B each have 2 of 3: the pair is A>B.
+    assert merge_votes(_votes("A>C", "D>B", "A>B")) == ("A>B", 2 / 3, "")
+    # 2/1/1/1 on best: B is the plurality (40%) but not a strict majority -> dropped.
+    assert merge_votes(_votes("B>E", "B>E", "A>E", "C>E", "D>E")) == (None, 0.4, "tie")
+    # Merged winner == merged loser: dropped.
+    assert merge_votes(_votes("A>C", "B>A", "A>B")) == (None, 1 / 3, "tie")
+    assert merge_votes([Vote("1", "A", "B"), Vote("2", "C", "A"), Vote("3", "A", "A")]) == (
+        None,
+        2 / 3,
+        "best_equals_worst",
+    )
 
 
 def test_agreement_statistics_match_hand_computed_values() -> None:
@@ -219,3 +242,41 @@ def test_reward_model_predictions_are_valid_answers(candidates: Path, tmp_path: 
         assert all(best != worst for best, worst in choices.values())
     with pytest.raises(InputError, match="--reward-model"):
         run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model")
+
+
+def _removal_task(task_id: int, anns: list[dict], **data_over: object) -> dict:
+    data = {
+        "item_id": f"i{task_id}",
+        "edit_task": "removal",
+        "dimension_set": "removal",
+        "candidate_ids": ["x-c0", "x-c1", "x-c2"],
+        "dimensions": ["removal_quality"],
+    }
+    data.update(data_over)
+    return {"id": task_id, "data": data, "annotations": anns}
+
+
+def _ann(ann_id: int, who: int, best: str, worst: str, updated: str) -> dict:
+    result = [
+        choice_result("removal_quality", "best", best),
+        choice_result("removal_quality", "worst", worst),
+    ]
+    return {"id": ann_id, "completed_by": who, "updated_at": updated, "result": result}
+
+
+def test_importer_keeps_only_the_latest_annotation_per_annotator_and_reports_foreign_tasks() -> None:
+    # Annotator 7 submitted twice (a retried create): the older A>C must not outvote annotator 8.
+    anns = [
+        _ann(1, 7, "A", "C", "2026-01-01T00:00:00Z"),
+        _ann(3, 7, "B", "C", "2026-01-02T00:00:00Z"),
+        _ann(2, 8, "B", "C", "2026-01-01T12:00:00Z"),
+    ]
+    foreign = _removal_task(2, [_ann(4, 7, "A", "B", "2026-01-01T00:00:00Z")])
+    del foreign["data"]["dimensions"]
+    res = process_export([_removal_task(1, anns), foreign])
+    (pair,) = res.pairs
+    assert (pair["winner"], pair["loser"], pair["n_annotators"]) == ("x-c1", "x-c2", 2)
+    assert pair["annotators"] == ["7", "8"] and pair["agreement"] == 1.0
+    assert res.counts["duplicate_annotations"] == 1
+    (bad,) = res.invalid
+    assert bad["task_id"] == 2 and "dimensions" in bad["problems"][0]

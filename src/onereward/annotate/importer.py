@@ -8,8 +8,9 @@ cancelled (skipped) annotations and tasks without annotations are counted and dr
 
 Per annotator and dimension the answer is a label: ``"B>D"`` (best B, worst D) or ``none`` ("No
 clear difference" on best or worst). ``best == worst`` is a contradiction and is dropped from
-that annotator's answers. Several annotators of one task are merged by majority over labels;
-a tie for the top count gives no pair, a ``none`` majority gives no pair. Agreement per
+that annotator's answers. Several annotators of one task are merged per dimension by a strict
+majority, best and worst separately (see merge_votes); only the latest annotation of each
+annotator on a task counts (a retried submission must not vote twice). Agreement per
 dimension: pairwise agreement and Krippendorff's alpha (nominal) over tasks with two or more
 valid answers.
 """
@@ -36,7 +37,13 @@ class Vote:
     """One annotator's valid answer on one dimension."""
 
     annotator: str
-    label: str  # "B>D" or "none"
+    best: str  # a candidate letter or "none"
+    worst: str  # a candidate letter or "none"
+
+    @property
+    def label(self) -> str:
+        """``"B>D"``, or ``none`` when either answer is "No clear difference" (agreement units)."""
+        return vote_label(self.best, self.worst) or f"{self.best}>{self.worst}"
 
 
 @dataclass
@@ -106,17 +113,70 @@ def vote_label(best: str, worst: str) -> str | None:
     return f"{best}>{worst}"
 
 
+def _strict_majority(values: list[str]) -> tuple[str | None, float]:
+    """The value given by more than half of ``values`` (or None) and its share."""
+    if not values:
+        return None, 0.0
+    value, n = Counter(values).most_common(1)[0]
+    share = n / len(values)
+    return (value if 2 * n > len(values) else None), share
+
+
 def merge_votes(votes: list[Vote]) -> tuple[str | None, float, str]:
-    """Majority label of a unit, the share of annotators who gave it, and why no pair (or "")."""
+    """Merged label of one (task, dimension) unit, its support share, and why no pair (or "").
+
+    Best and worst are merged separately, each by strict majority: the winner is the letter
+    chosen as best by more than 50% of the annotators who answered the dimension, the loser
+    likewise for worst. No strict majority on either side (ties included) drops the unit
+    (``"tie"``); a ``none`` majority on either side gives ``"no_clear_difference"``; a merged
+    winner equal to the merged loser gives ``"best_equals_worst"``. The share is the smaller
+    of the two majorities' shares. Example: best votes B,B,C and worst votes D,D,A give
+    ``("B>D", 2/3, "")``; five annotators splitting 2/1/1/1 on best (B,B,A,C,D: B has 40%, no
+    strict majority) drop the unit as ``"tie"`` even though B is the plurality.
+    """
     if not votes:
         return None, 0.0, "no_votes"
-    counts = Counter(v.label for v in votes).most_common()
-    top_label, top = counts[0]
-    if len(counts) > 1 and counts[1][1] == top:
-        return None, top / len(votes), "tie"
-    if top_label == NONE_LABEL:
-        return None, top / len(votes), "no_clear_difference"
-    return top_label, top / len(votes), ""
+    best, best_share = _strict_majority([v.best for v in votes])
+    worst, worst_share = _strict_majority([v.worst for v in votes])
+    share = min(best_share, worst_share)
+    if best is None or worst is None:
+        return None, share, "tie"
+    if NONE_LABEL in (best, worst):
+        return None, share, "no_clear_difference"
+    if best == worst:
+        return None, share, "best_equals_worst"
+    return f"{best}>{worst}", share, ""
+
+
+TASK_FIELDS = ("candidate_ids", "dimensions", "edit_task", "dimension_set")
+
+
+def annotator_of(annotation: dict[str, Any]) -> str:
+    """The id of the user who completed an annotation, as a string."""
+    who = annotation.get("completed_by")
+    return str(who.get("id") if isinstance(who, dict) else who)
+
+
+def latest_per_annotator(anns: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``{annotator: annotation}`` keeping each annotator's latest annotation of a task.
+
+    A submission retried after a lost response (or an annotator answering twice) must count once;
+    "latest" is the greatest (updated_at, created_at, id).
+    """
+    by: dict[str, dict[str, Any]] = {}
+    for a in anns:
+        who = annotator_of(a)
+        if who in by:
+            counts["duplicate_annotations"] += 1
+        key = (str(a.get("updated_at") or ""), str(a.get("created_at") or ""), a.get("id") or 0)
+        prev = by.get(who)
+        if prev is None or key >= (
+            str(prev.get("updated_at") or ""),
+            str(prev.get("created_at") or ""),
+            prev.get("id") or 0,
+        ):
+            by[who] = a
+    return by
 
 
 def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
@@ -131,14 +191,23 @@ def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
         if not anns:
             out.counts["tasks_without_annotations"] += 1
             continue
+        missing = [f for f in TASK_FIELDS if not data.get(f)]
+        if missing:
+            # Not one of our tasks (or edited by hand): report it rather than crash on it.
+            out.invalid.append(
+                {
+                    "task_id": task_id,
+                    "item_id": item_id,
+                    "annotation_id": None,
+                    "annotator": None,
+                    "problems": [f"task data lacks {', '.join(missing)}"],
+                }
+            )
+            out.counts["invalid_tasks"] += 1
+            continue
         votes: dict[str, list[Vote]] = defaultdict(list)
         n_valid = 0
-        for a in anns:
-            annotator = str(
-                a.get("completed_by")
-                if not isinstance(a.get("completed_by"), dict)
-                else a["completed_by"].get("id")
-            )
+        for annotator, a in latest_per_annotator(anns, out.counts).items():
             if a.get("was_cancelled"):
                 out.counts["cancelled"] += 1
                 continue
@@ -162,7 +231,7 @@ def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
                     continue
                 if label == NONE_LABEL:
                     out.counts["no_clear_difference_answers"] += 1
-                votes[dim].append(Vote(annotator, label))
+                votes[dim].append(Vote(annotator, best, worst))
         if not n_valid:
             out.counts["tasks_without_valid_annotations"] += 1
             continue
