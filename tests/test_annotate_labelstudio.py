@@ -158,7 +158,7 @@ def test_invalid_partial_cancelled_and_contradictory_answers_are_excluded(
     project = json.loads((tmp_path / "project" / "project.json").read_text())
     tasks = {t["data"]["item_id"]: t for t in json.loads((tmp_path / "project" / "tasks.json").read_text())}
     prompted = sorted(i for i, t in tasks.items() if t["data"]["dimension_set"] == "prompted")
-    assert len(prompted) >= 4
+    assert len(prompted) >= 5
     sdk = LabelStudio(base_url=srv.url, api_key=srv.token)
     dims = ["text_alignment", "consistency", "structure", "aesthetics"]
 
@@ -180,8 +180,7 @@ def test_invalid_partial_cancelled_and_contradictory_answers_are_excluded(
     sdk.annotations.create(tid[prompted[1]], result=partial)
     sdk.annotations.create(tid[prompted[2]], result=[], was_cancelled=True)
     sdk.annotations.create(tid[prompted[3]], result=contradictory)
-    if len(prompted) > 4:
-        sdk.annotations.create(tid[prompted[4]], result=no_diff)
+    sdk.annotations.create(tid[prompted[4]], result=no_diff)
     m = run_import(str(tmp_path / "project"), str(tmp_path / "prefs"))
     assert m["n_invalid"] == 2 and m["n_cancelled"] == 1 and m["n_best_equals_worst"] == 1
     invalid = json.loads((tmp_path / "prefs" / "invalid.json").read_text())
@@ -193,12 +192,7 @@ def test_invalid_partial_cancelled_and_contradictory_answers_are_excluded(
         by_item.setdefault(r["item_id"], set()).add(r["dimension"])
     assert prompted[0] not in by_item and prompted[1] not in by_item and prompted[2] not in by_item
     assert by_item[prompted[3]] == {"text_alignment", "structure", "aesthetics"}  # consistency dropped
-    if len(prompted) > 4:
-        assert by_item[prompted[4]] == {
-            "text_alignment",
-            "consistency",
-            "aesthetics",
-        }  # structure: no difference
-        assert m["n_no_clear_difference"] == 1
+    assert by_item[prompted[4]] == {"text_alignment", "consistency", "aesthetics"}  # structure: none
+    assert m["n_no_clear_difference"] == 1
     assert m["n_pairs"] == len(pairs)
     assert os.environ.get("LABEL_STUDIO_API_KEY") == srv.token

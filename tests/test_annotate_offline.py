@@ -119,9 +119,17 @@ def test_noisy_annotators_disagree_and_majority_merges(project: Path, tmp_path: 
     assert (tmp_path / "a" / "export.json").read_text() == (tmp_path / "b" / "export.json").read_text()
 
 
-def test_export_is_deterministic_and_has_no_secrets(candidates: Path, project: Path, tmp_path: Path) -> None:
+def test_export_is_deterministic_and_has_no_secrets(
+    candidates: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr3t-token-4f9a0c1d2e"
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", secret)
     run_export(str(candidates), str(tmp_path / "again"))
     assert (tmp_path / "again" / "tasks.json").read_text() == (project / "tasks.json").read_text()
+    files = [p for p in (tmp_path / "again").rglob("*") if p.is_file()]
+    assert len(files) > 5
+    for f in files:
+        assert secret.encode() not in f.read_bytes(), f
     for t in json.loads((project / "tasks.json").read_text()):
         assert t["data"]["onereward_key"].startswith(t["data"]["item_id"] + ":")
 

@@ -121,14 +121,19 @@ class LabelStudioClient:
         return int(self.call("check the token", self.sdk.users.whoami).id)
 
     def find_project(self, title: str) -> Any | None:
-        """The project with exactly this title, or None."""
-        projects = self.call(
-            "list projects", lambda: list(self.sdk.projects.list(title=title, page_size=100))
-        )
-        for p in projects:
-            if p.title == title:
-                return p
-        return None
+        """The project with exactly this title, or None; several with that title is an error."""
+        return self.call(f"look up project {title!r}", self.find_project_once, title)
+
+    def find_project_once(self, title: str) -> Any | None:
+        """One attempt of find_project (no retries)."""
+        matches = [p for p in self.sdk.projects.list(title=title, page_size=100) if p.title == title]
+        if len(matches) > 1:
+            raise InputError(
+                f"{self.url}: {len(matches)} projects are titled {title!r} "
+                f"(ids {sorted(int(p.id) for p in matches)}); expected at most one. Delete or "
+                "rename the duplicates in Label Studio, then rerun."
+            )
+        return matches[0] if matches else None
 
     def export_tasks_once(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project with their annotations (Label Studio JSON export), one attempt."""

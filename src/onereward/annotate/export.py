@@ -250,17 +250,35 @@ def ensure_project(
     """Id of the project called ``title``, created (or its config updated) to match ``config``."""
     existing = client.find_project(title)
     if existing is None:
-        project = client.call(
-            f"create project {title!r}",
-            client.sdk.projects.create,
-            title=title,
-            label_config=config.xml,
-            description=description,
-            show_skip_button=True,
-            maximum_annotations=overlap,
-        )
+
+        def create_once(state: dict[str, bool]) -> Any:
+            # A create whose response was lost may have happened: look the title up again before
+            # retrying, so a retry never makes a second project with the same title.
+            if state["retry"]:
+                found = client.find_project_once(title)
+                if found is not None:
+                    return found
+            state["retry"] = True
+            return client.sdk.projects.create(
+                title=title,
+                label_config=config.xml,
+                description=description,
+                show_skip_button=True,
+                maximum_annotations=overlap,
+            )
+
+        project = client.call(f"create project {title!r}", create_once, {"retry": False})
         log.info("created Label Studio project %d %r", project.id, title)
         return int(project.id)
+    if getattr(existing, "maximum_annotations", overlap) != overlap:
+        # overlap is the number of annotators per task: honour a changed value on a rerun.
+        client.call(
+            f"set the overlap of project {existing.id} to {overlap}",
+            client.sdk.projects.update,
+            existing.id,
+            maximum_annotations=overlap,
+        )
+        log.info("set the overlap of project %d %r to %d", existing.id, title, overlap)
     if (existing.label_config or "").strip() != config.xml.strip():
         # The generated config changed (e.g. a new definition text); Label Studio itself refuses
         # changes that would invalidate existing annotations, with a clear 400.
@@ -374,6 +392,9 @@ def import_tasks(
             )
             n_new += n
             tp.add(n)
+    # Count what this run added, not what each chunk's last attempt sent: a chunk the server
+    # stored before its response was lost is found on the reread and sends nothing the 2nd time.
+    n_new = sum(1 for k, _ in todo if k in have)
     if n_new:
         log.info("imported %s into project %d", tp, project_id)
     return have, n_new

@@ -133,10 +133,8 @@ class LocalLabelStudio:
             str(self.data_dir),
             "--username",
             ADMIN_USERNAME,
-            "--password",
-            self.password,
-            "--user-token",
-            self.token,
+            # The password and token reach the server through its environment only
+            # (LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN): a command line is visible in `ps`.
         ]
         self.process = subprocess.Popen(
             cmd, env=self.env(), stdout=logf, stderr=subprocess.STDOUT, cwd=self.data_dir

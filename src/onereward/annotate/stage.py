@@ -390,10 +390,12 @@ def run_simulate(
                     if client is not None:
                         client.call(
                             f"annotate task {t['id']}",
-                            client.sdk.annotations.create,
+                            _create_annotation_once,
+                            client,
                             t["id"],
-                            result=result,
-                            completed_by=uid,
+                            uid,
+                            result,
+                            {"retry": False},
                         )
                     else:
                         t["annotations"].append(
@@ -438,6 +440,24 @@ def run_simulate(
             ],
         )
     return dict(art.metrics)
+
+
+def _create_annotation_once(
+    client: LabelStudioClient,
+    task_id: int,
+    user_id: int,
+    result: list[dict[str, Any]],
+    state: dict[str, bool],
+) -> None:
+    # A create whose response was lost may have been stored: before retrying, look at the task's
+    # annotations and skip the create when this annotator's answer is already there.
+    if state["retry"]:
+        for a in client.sdk.annotations.list(task_id):
+            who = a.completed_by
+            if (who.get("id") if isinstance(who, dict) else who) == user_id:
+                return
+    state["retry"] = True
+    client.sdk.annotations.create(task_id, result=result, completed_by=user_id)
 
 
 # --- import_annotations -------------------------------------------------------------------------
