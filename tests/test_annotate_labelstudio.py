@@ -8,9 +8,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from annotate_helpers import oracle_pairs, subset_candidates, synthetic_candidates
 from label_studio_sdk import LabelStudio
+from label_studio_sdk.projects.client import ProjectsClient
 from labelstudio import running_label_studio
 
 from onereward.annotate.client import LabelStudioUnavailable
@@ -128,8 +130,80 @@ def test_server_down_then_rerun_completes_without_duplicates(
     assert len(keys) == len(set(keys)) == 9
 
 
+def _server_keys(sdk: LabelStudio, title_prefix: str) -> list[str]:
+    keys: list[str] = []
+    for p in sdk.projects.list(page_size=100):
+        if p.title.startswith(title_prefix):
+            keys += [t.data["onereward_key"] for t in sdk.tasks.list(project=p.id)]
+    return keys
+
+
+def test_lost_response_and_server_gone_mid_import_then_rerun(
+    label_studio, candidates: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = label_studio
+    kw = dict(label_studio_url=srv.url, document_root=str(srv.document_root), chunk_size=2)
+    sdk = LabelStudio(base_url=srv.url, api_key=srv.token)
+    real_import = ProjectsClient.import_tasks
+    calls: list[int] = []
+
+    def lose_second_response(self, *args, **kwargs):
+        resp = real_import(self, *args, **kwargs)  # the server stores the chunk ...
+        calls.append(1)
+        if len(calls) == 2:  # ... but the client never hears back
+            raise httpx.ReadTimeout("response lost")
+        return resp
+
+    monkeypatch.setattr(ProjectsClient, "import_tasks", lose_second_response)
+    m = run_export(str(candidates), str(tmp_path / "lost"), project_title="lost", **kw)
+    # 9 tasks in chunks of 2 over 3 projects (5 + 3 + 1) = 6 chunks; the retry rereads the keys,
+    # finds the lost chunk stored and sends nothing again, and the count still includes it.
+    assert len(calls) == 6 and m["n_new_tasks"] == 9
+    keys = _server_keys(sdk, "lost ")
+    assert len(keys) == len(set(keys)) == 9
+
+    calls.clear()
+
+    def server_goes_away(self, *args, **kwargs):
+        resp = real_import(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            srv.stop()  # the server dies after storing the second chunk
+        return resp
+
+    monkeypatch.setattr(ProjectsClient, "import_tasks", server_goes_away)
+    try:
+        with pytest.raises(LabelStudioUnavailable):
+            run_export(str(candidates), str(tmp_path / "gone"), project_title="gone", max_retries=1, **kw)
+        assert not (tmp_path / "gone").exists()
+    finally:
+        if srv.process is None or srv.process.poll() is not None:
+            srv.start()
+    monkeypatch.setattr(ProjectsClient, "import_tasks", real_import)
+    stored = len(_server_keys(sdk, "gone "))
+    assert 3 <= stored < 9  # two chunks made it before the server went away
+    m2 = run_export(str(candidates), str(tmp_path / "gone"), project_title="gone", **kw)
+    assert m2["n_new_tasks"] == 9 - stored and m2["n_tasks"] == 9
+    keys = _server_keys(sdk, "gone ")
+    assert len(keys) == len(set(keys)) == 9
+
+
 def test_wrong_token_is_a_clear_error(label_studio, candidates: Path, tmp_path: Path, monkeypatch) -> None:
+    srv = label_studio
+    export_kw = dict(
+        label_studio_url=srv.url, document_root=str(srv.document_root), project_title="wrongtoken"
+    )
+    run_export(str(candidates), str(tmp_path / "ok"), **export_kw)  # with the right token
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
+    for what, call, out in [
+        ("simulate", lambda o: run_simulate(str(tmp_path / "ok"), o), "sim"),
+        ("import", lambda o: run_import(str(tmp_path / "ok"), o), "imp"),
+    ]:
+        with pytest.raises(InputError) as err:
+            call(str(tmp_path / out))
+        msg = str(err.value)
+        assert "LABEL_STUDIO_API_KEY" in msg and "401" in msg and srv.url in msg, what
+        assert "0" * 40 not in msg and not (tmp_path / out).exists(), what
     with pytest.raises(InputError) as err:
         run_export(
             str(candidates),
