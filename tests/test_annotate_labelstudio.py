@@ -188,6 +188,34 @@ def test_lost_response_and_server_gone_mid_import_then_rerun(
     assert len(keys) == len(set(keys)) == 9
 
 
+def test_lost_create_response_makes_no_second_project_and_duplicate_titles_are_an_error(
+    label_studio, candidates: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = label_studio
+    kw = dict(label_studio_url=srv.url, document_root=str(srv.document_root), project_title="lostcreate")
+    sdk = LabelStudio(base_url=srv.url, api_key=srv.token)
+    real_create = ProjectsClient.create
+    calls: list[int] = []
+
+    def lose_first_response(self, *args, **kwargs):
+        project = real_create(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ReadTimeout("response lost")
+        return project
+
+    monkeypatch.setattr(ProjectsClient, "create", lose_first_response)
+    run_export(str(candidates), str(tmp_path / "p"), **kw)
+    titles = [p.title for p in sdk.projects.list(page_size=100) if p.title.startswith("lostcreate ")]
+    assert len(titles) == len(set(titles)) == 3 and len(calls) == 3
+    monkeypatch.setattr(ProjectsClient, "create", real_create)
+    sdk.projects.create(title=titles[0])  # someone made a second project with the same title
+    with pytest.raises(InputError) as err:
+        run_export(str(candidates), str(tmp_path / "p2"), **kw)
+    assert f"2 projects are titled {titles[0]!r}" in str(err.value) and srv.url in str(err.value)
+    assert not (tmp_path / "p2").exists()
+
+
 def test_wrong_token_is_a_clear_error(label_studio, candidates: Path, tmp_path: Path, monkeypatch) -> None:
     srv = label_studio
     export_kw = dict(
