@@ -288,3 +288,16 @@ def test_importer_keeps_only_the_latest_annotation_per_annotator_and_reports_for
     assert res.counts["duplicate_annotations"] == 1
     (bad,) = res.invalid
     assert bad["task_id"] == 2 and "dimensions" in bad["problems"][0]
+
+
+def test_validation_checks_to_name_and_the_projects_label_config_sha() -> None:
+    good = _ann(1, 7, "A", "C", "2026-01-01T00:00:00Z")
+    wrong_target = dict(good, result=[dict(r, to_name="candidate_A") for r in good["result"]])
+    data = _removal_task(1, [])["data"]
+    assert "to_name 'candidate_A', expected 'source_overlay'" in validate_annotation(data, wrong_target)[1][0]
+    sha = build_labeling_config("removal", 3).sha
+    assert len(process_export([_removal_task(1, [good])], {"removal": sha}).pairs) == 1
+    res = process_export([_removal_task(1, [good])], {"removal": "0" * 64})
+    assert not res.pairs and "label_config_sha is 000000000000" in res.invalid[0]["problems"][0]
+    wrong_dims = process_export([_removal_task(1, [good], dimensions=["aesthetics"])], {"removal": sha})
+    assert not wrong_dims.pairs and "dimensions ['aesthetics']" in wrong_dims.invalid[0]["problems"][0]

@@ -25,6 +25,7 @@ from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_ag
 from onereward.annotate.labeling_config import (
     DIMENSION_SETS,
     NO_DIFFERENCE,
+    OVERLAY_KEY,
     build_labeling_config,
     candidate_letters,
 )
@@ -77,6 +78,9 @@ def validate_annotation(
         name = r.get("from_name")
         if name not in controls:
             problems.append(f"unknown control {name!r}")
+            continue
+        if r.get("to_name") != OVERLAY_KEY:
+            problems.append(f"{name}: to_name {r.get('to_name')!r}, expected {OVERLAY_KEY!r}")
             continue
         if r.get("type") != "choices":
             problems.append(f"{name}: type {r.get('type')!r}, expected 'choices'")
@@ -179,8 +183,37 @@ def latest_per_annotator(anns: list[dict[str, Any]], counts: dict[str, int]) -> 
     return by
 
 
-def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
-    """Validate, filter and merge a Label Studio JSON export into pairs (paths filled in later)."""
+def task_problems(data: dict[str, Any], config_shas: dict[str, str] | None) -> list[str]:
+    """Why a task's data is not one of ours (missing fields, a config other than the project's)."""
+    missing = [f for f in TASK_FIELDS if not data.get(f)]
+    if missing:
+        return [f"task data lacks {', '.join(missing)}"]
+    dset, cand_ids = data["dimension_set"], data["candidate_ids"]
+    if dset not in DIMENSION_SETS or not isinstance(cand_ids, list) or len(cand_ids) < 2:
+        return [f"task data: dimension_set {dset!r} / candidate_ids {cand_ids!r} are not ours"]
+    config = build_labeling_config(dset, len(cand_ids))
+    if list(data["dimensions"]) != list(config.dimensions):
+        return [f"task data: dimensions {data['dimensions']!r}, expected {list(config.dimensions)!r}"]
+    if config_shas is not None:
+        want = config_shas.get(dset)
+        if want != config.sha:
+            return [
+                f"labeling config of dimension set {dset!r} with {len(cand_ids)} candidates has sha "
+                f"{config.sha[:12]}, project.json label_config_sha is {str(want)[:12]} (exported by "
+                "another version?)"
+            ]
+    return []
+
+
+def process_export(
+    tasks_json: list[dict[str, Any]], config_shas: dict[str, str] | None = None
+) -> ImportResult:
+    """Validate, filter and merge a Label Studio JSON export into pairs (paths filled in later).
+
+    ``config_shas`` (``{dimension set: label_config_sha}`` from project.json) makes every task's
+    rebuilt config be checked against the one the project was exported with; a task whose data
+    lacks our fields or whose config differs is reported in ``invalid`` and skipped.
+    """
     out = ImportResult()
     out.n_tasks = len(tasks_json)
     for t in tasks_json:
@@ -191,8 +224,8 @@ def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
         if not anns:
             out.counts["tasks_without_annotations"] += 1
             continue
-        missing = [f for f in TASK_FIELDS if not data.get(f)]
-        if missing:
+        bad_task = task_problems(data, config_shas)
+        if bad_task:
             # Not one of our tasks (or edited by hand): report it rather than crash on it.
             out.invalid.append(
                 {
@@ -200,7 +233,7 @@ def process_export(tasks_json: list[dict[str, Any]]) -> ImportResult:
                     "item_id": item_id,
                     "annotation_id": None,
                     "annotator": None,
-                    "problems": [f"task data lacks {', '.join(missing)}"],
+                    "problems": bad_task,
                 }
             )
             out.counts["invalid_tasks"] += 1

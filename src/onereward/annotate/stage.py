@@ -513,7 +513,8 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
         inputs=[cs.manifest],
     ) as art:
         with art.timer("process_s"):
-            result = process_export(tasks_json)
+            config_shas = {name: p["label_config_sha"] for name, p in pj["projects"].items()}
+            result = process_export(tasks_json, config_shas)
         art.timings["fetch_s"] = round(fetch_s, 4)
         with art.timer("copy_s"):
             copy_candidate_set(cs, art.path)
