@@ -301,3 +301,34 @@ def test_validation_checks_to_name_and_the_projects_label_config_sha() -> None:
     assert not res.pairs and "label_config_sha is 000000000000" in res.invalid[0]["problems"][0]
     wrong_dims = process_export([_removal_task(1, [good], dimensions=["aesthetics"])], {"removal": sha})
     assert not wrong_dims.pairs and "dimensions ['aesthetics']" in wrong_dims.invalid[0]["problems"][0]
+
+
+def test_published_images_are_keyed_by_candidate_set_and_never_overwritten(
+    candidates: Path, project: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from onereward.annotate.artifact_io import copy_candidate_set, read_candidate_set
+    from onereward.annotate.export import build_task_drafts, publish_images
+
+    cs = read_candidate_set(candidates, kind=("candidates", "project"), what="--candidates")
+    copy_candidate_set(cs, tmp_path / "p")
+    drafts = build_task_drafts(cs, tmp_path / "p", predictions="none")
+    store = tmp_path / "store"
+    n_images = len({(d.key, rel) for d in drafts for rel in d.images.values()})
+    assert publish_images(tmp_path / "p", drafts, store) == n_images
+    first = {p: p.read_bytes() for p in store.rglob("*.png")}
+    assert len(first) == n_images
+    assert all(f"{d.item_id}-{d.key.split(':')[1]}" in {p.name for p in store.iterdir()} for d in drafts)
+    assert publish_images(tmp_path / "p", drafts, store) == 0  # a rerun publishes nothing new
+    # Changed candidates -> a new candidate-set hash -> a new folder; the old files stay as they were.
+    changed = [dataclasses.replace(drafts[0], key=f"{drafts[0].item_id}:{'f' * 16}")]
+    assert publish_images(tmp_path / "p", changed, store) == len(drafts[0].images)
+    assert all(p.read_bytes() == b for p, b in first.items())
+    # Same key but different bytes (e.g. a changed source image) is refused, not overwritten.
+    overlay = tmp_path / "p" / drafts[0].images["source_overlay"]
+    overlay.unlink()  # it is a hard link into the store: replace the file, not its bytes
+    overlay.write_bytes(b"not the published overlay")
+    with pytest.raises(ArtifactError, match="never replaced"):
+        publish_images(tmp_path / "p", drafts[:1], store)
+    assert all(p.read_bytes() == b for p, b in first.items())

@@ -39,6 +39,7 @@ from onereward.annotate.labeling_config import (
     choice_result,
     dimension_set_name,
 )
+from onereward.artifacts import ArtifactError
 from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
@@ -237,11 +238,35 @@ def local_files_url(doc_root: Path, path: Path) -> str:
     return "/data/local-files/?d=" + quote(rel, safe="/")
 
 
-def publish_images(project_dir: Path, drafts: list[TaskDraft], storage_dir: Path) -> None:
-    """Copy every referenced image into the Local Storage folder (hard links when possible)."""
-    rels = sorted({rel for d in drafts for rel in d.images.values()})
-    for rel in tqdm(rels, desc="publish images", unit="img", leave=False):
-        link_or_copy(project_dir / rel, storage_dir / rel)
+def published_rel(draft: TaskDraft, rel: str) -> str:
+    """Where an image of ``draft`` is published, relative to the storage folder.
+
+    Keyed by item id and candidate-set hash (the task key), so a rerun with changed candidates
+    publishes to a new folder and never replaces the images of tasks already annotated.
+    """
+    return f"{draft.item_id}-{draft.key.rsplit(':', 1)[-1]}/{rel}"
+
+
+def publish_images(project_dir: Path, drafts: list[TaskDraft], storage_dir: Path) -> int:
+    """Publish every referenced image into the Local Storage folder; returns how many were new.
+
+    Files already published with the same bytes are kept (reruns skip them); a published file
+    with different bytes is never overwritten: that is an ArtifactError naming both paths.
+    """
+    todo = sorted({(published_rel(d, rel), rel) for d in drafts for rel in d.images.values()})
+    n_new = 0
+    for pub, rel in tqdm(todo, desc="publish images", unit="img", leave=False):
+        src, dst = project_dir / rel, storage_dir / pub
+        if dst.exists():
+            if dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+                continue
+            raise ArtifactError(
+                f"--document-root: published image {dst} differs from {src}; published images are "
+                "never replaced (tasks may already be annotated on them). Use a new --project-version."
+            )
+        link_or_copy(src, dst)
+        n_new += 1
+    return n_new
 
 
 def ensure_project(

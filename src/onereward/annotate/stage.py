@@ -242,7 +242,12 @@ def _export_to_server(
                 client, pid, params["image_url_prefix"], s3_endpoint=params["s3_endpoint"]
             )
         mine = [d for d in drafts if d.dimension_set == name]
-        pairs = [(d.key, ex.task_payload(d, url_of)) for d in mine]
+        if storage_dir is not None:
+            pairs = [
+                (d.key, ex.task_payload(d, lambda rel, d=d: url_of(ex.published_rel(d, rel)))) for d in mine
+            ]
+        else:
+            pairs = [(d.key, ex.task_payload(d, url_of)) for d in mine]
         have, n_new = ex.import_tasks(client, pid, pairs, chunk_size=chunk_size)
         for d, (_, p) in zip(mine, pairs, strict=True):
             task_map[d.item_id] = have[d.key]
