@@ -332,3 +332,30 @@ def test_published_images_are_keyed_by_candidate_set_and_never_overwritten(
     with pytest.raises(ArtifactError, match="never replaced"):
         publish_images(tmp_path / "p", drafts[:1], store)
     assert all(p.read_bytes() == b for p, b in first.items())
+
+
+def test_noisy_three_annotators_alpha_matches_hand_computation_and_ties_are_dropped() -> None:
+    from onereward.annotate.importer import agreement_by_dimension
+
+    answers = {  # task id -> each annotator's (best, worst) on removal_quality
+        1: ["AC", "AC", "AC"],  # unanimous -> A>C
+        2: ["AC", "AB", "BC"],  # best A 2/3, worst C 2/3 -> A>C although no label repeats
+        3: ["AB", "BC", "CA"],  # no majority on best -> dropped (tie)
+        4: ["AB", "BA"],  # 1/1 -> dropped (tie)
+    }
+    tasks_json = [
+        _removal_task(tid, [_ann(10 * tid + k, k, bw[0], bw[1], "2026-01-01") for k, bw in enumerate(row)])
+        for tid, row in answers.items()
+    ]
+    res = process_export(tasks_json)
+    assert [(p["ls_task_id"], p["winner"], p["loser"]) for p in res.pairs] == [
+        (1, "x-c0", "x-c2"),
+        (2, "x-c0", "x-c2"),
+    ]
+    assert [p["agreement"] for p in res.pairs] == [1.0, pytest.approx(2 / 3)]
+    assert res.counts["dropped_tie"] == 2
+    # By hand (nominal alpha over labels "A>C", ...; 11 values): observed disagreement
+    # (0 + 6/2 + 6/2 + 2/1) / 11 = 8/11; value totals A>C 4, A>B 3, B>C 2, C>A 1, B>A 1 give
+    # expected (121 - 31) / (11 * 10) = 9/11; alpha = 1 - (8/11) / (9/11) = 1/9.
+    alpha = agreement_by_dimension(res.units)["removal_quality"]
+    assert alpha["n_units"] == 4 and alpha["krippendorff_alpha"] == pytest.approx(1 / 9)
