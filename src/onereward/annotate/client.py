@@ -70,6 +70,7 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         self.max_retries = max_retries
         self.backoff = backoff
+        self.timeout = timeout
         self.sdk = LabelStudio(base_url=self.url, api_key=token_from_env(), timeout=timeout)
         # The SDK's own silent retries (2, without backoff) would multiply ours; this class owns them.
         http = getattr(getattr(self.sdk, "_client_wrapper", None), "httpx_client", None)
@@ -135,12 +136,36 @@ class LabelStudioClient:
             )
         return matches[0] if matches else None
 
-    def export_tasks_once(self, project_id: int) -> list[dict[str, Any]]:
-        """All tasks of a project with their annotations (Label Studio JSON export), one attempt."""
-        chunks = self.sdk.projects.exports.download_sync(
-            project_id, export_type="JSON", download_all_tasks=True
-        )
-        return json.loads(b"".join(chunks))
+    def export_tasks_once(self, project_id: int, page_size: int = 2000) -> list[dict[str, Any]]:
+        """All tasks of a project with their annotations, one attempt.
+
+        Pages through the data manager's task list (``fields=all``: data plus annotations with
+        their results) as raw JSON, skipping the SDK's per-task model validation. Measured on
+        10,000 annotated tasks (benchmarks/bench_label_studio.py, 2 cores, quiet machine): 33 s
+        against 47 s for the JSON export endpoint (``download_sync``); the server's own
+        serialisation is most of what is left.
+        """
+        headers = self.sdk._client_wrapper.get_headers()  # the SDK's auth headers (token)
+        tasks: list[dict[str, Any]] = []
+        with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout) as http:
+            page = 1
+            while True:
+                r = http.get(
+                    "/api/tasks/",
+                    params={"project": project_id, "fields": "all", "page": page, "page_size": page_size},
+                )
+                if r.status_code == 404 and page > 1:  # past the last page
+                    break
+                if r.status_code >= 400:
+                    raise ApiError(status_code=r.status_code, body=r.text, headers=dict(r.headers))
+                body = json.loads(r.content)
+                batch = body.get("tasks", []) if isinstance(body, dict) else body
+                tasks += batch
+                total = body.get("total") if isinstance(body, dict) else None
+                if not batch or len(batch) < page_size or (total is not None and len(tasks) >= total):
+                    break
+                page += 1
+        return tasks
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project with their annotations, with retries."""
