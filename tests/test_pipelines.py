@@ -4,6 +4,7 @@ real local run of the end_to_end pipeline leaves every stage's artifact."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
 
     summary = json.loads((out / "run.json").read_text())
     assert set(summary["stages"]) == set(STAGE_ORDER), f"stages collected: {sorted(summary['stages'])}"
-    listed = [line.split()[0] for line in printed.splitlines() if line.startswith("  ")]
+    listed = [m.group(1) for m in re.finditer(r"^\s+([a-z_]+) +[0-9.]+s  /", printed, flags=re.MULTILINE)]
     assert listed == STAGE_ORDER  # the demo lists the stages in pipeline order
     kinds = {
         "build_zoo": "zoo",
