@@ -121,6 +121,18 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
     assert pref["n_pairs"] > 0 and pref["n_tasks"] == 12
     rm = json.loads((out / "train_reward_model" / "metrics.json").read_text())
     assert 0.0 <= rm["mean_accuracy"] <= 1.0
+    # every stage reports its throughput
+    throughput = {
+        "synthesize_pool": "items_per_second",
+        "select_subset": "images_per_second",
+        "generate_candidates": "images_per_second",
+        "export_annotations": "tasks_per_second",
+        "simulate_annotations": "annotations_per_second",
+        "import_annotations": "tasks_per_second",
+        "train_reward_model": "train_steps_per_second",
+    }
+    for stage, key in throughput.items():
+        assert json.loads((out / stage / "metrics.json").read_text())[key] > 0, (stage, key)
 
     # lineage: each stage's manifest names its inputs' hashes
     pool = read_artifact(out / "synthesize_pool")

@@ -93,6 +93,7 @@ def run_export(
         max_retries: retries with exponential backoff when the server is unreachable.
     Returns the metrics (``n_tasks``, ``n_new_tasks``, ``n_projects``, tasks per task and set).
     """
+    started = time.perf_counter()
     if image_url_prefix and not image_url_prefix.startswith(("s3://", "gs://", "http://", "https://")):
         raise InputError(f"--image-url-prefix: expected s3://, gs:// or http(s)://, got {image_url_prefix!r}")
     if predictions not in PREDICTION_SOURCES:
@@ -193,6 +194,7 @@ def run_export(
                 "tasks_per_task": dict(per_task),
                 "tasks_per_dimension_set": {n: p["n_tasks"] for n, p in projects.items()},
                 "online": bool(label_studio_url),
+                "tasks_per_second": round(len(drafts) / max(time.perf_counter() - started, 1e-9), 2),
             }
         )
         _export_report(art.path, cs, drafts, project, configs, new_by_set)
@@ -480,6 +482,7 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
     Returns the metrics: n_tasks, n_pairs, counts {task: {dimension: n}}, agreement, n_invalid,
     and the counts of dropped answers.
     """
+    started = time.perf_counter()
     manifest_kind = ("project", "annotations")
     cs = read_candidate_set(project, kind=manifest_kind, what="--project")
     root = Path(project)
@@ -575,6 +578,7 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
                 "n_no_clear_difference": c["dropped_no_clear_difference"],
                 "n_ties": c["dropped_tie"],
                 "source": "server" if source != "export.json" else "export.json",
+                "tasks_per_second": round(len(tasks_json) / max(time.perf_counter() - started, 1e-9), 2),
             }
         )
         _import_report(art.path, rows, dict(counts), agreement, result, art.metrics)
