@@ -122,7 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out).absolute()
     print(f"demo: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
     for stage, info in summary["stages"].items():
-        print(f"  {stage:24s} {info['timings'].get('total_s', 0):7.2f}s  {out / stage}")
+        print(f"  {stage:24s} {info['seconds']:7.2f}s  {out / stage}")
     print(f"report: {out / 'report.html'}")
     return 0
 

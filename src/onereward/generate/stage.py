@@ -691,6 +691,8 @@ def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
     with ArtifactWriter(
         out, kind="candidates", stage="generate_candidates", parameters=params, inputs=manifests[0].inputs
     ) as art:
+        # The shards ran in parallel: the slowest one is the generation wall time of the stage.
+        art.timings["shards_total_s_max"] = round(max(m.timings.get("total_s", 0.0) for m in manifests), 4)
         for d in shard_dirs:
             root = Path(d)
             shard_rows = read_table(
