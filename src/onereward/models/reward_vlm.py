@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from onereward.models.text_tokenizers import bytes_to_unicode
+
 YES_TOKEN = "Yes"
 NO_TOKEN = "No"
 
@@ -95,20 +97,6 @@ def _vocabulary_words() -> tuple[str, ...]:
     return tuple(dict.fromkeys(words))
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map used by byte-level BPE."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
-
-
 def build_vocabulary(words: tuple[str, ...] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level vocabulary (256 byte symbols) plus left-to-right merges for ``words``.
 
@@ -117,7 +105,7 @@ def build_vocabulary(words: tuple[str, ...] | None = None) -> tuple[dict[str, in
     earlier word's merge pre-empts them; the answers never do). Returns (vocab, merges).
     """
     words = _vocabulary_words() if words is None else words
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
     vocab: dict[str, int] = {}
     for b in range(256):
         vocab[byte_map[b]] = len(vocab)

@@ -40,8 +40,8 @@ T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 T5_SPACE = "\u2581"  # SentencePiece's word-boundary marker
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The reversible byte -> printable character map that CLIP's byte-level BPE uses."""
+def bytes_to_unicode() -> dict[int, str]:
+    """The reversible byte -> printable character map of byte-level BPE (CLIP's and Qwen2's)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
     chars = list(printable)
@@ -60,7 +60,7 @@ def clip_vocabulary(words: tuple[str, ...] = PROMPT_WORDS) -> tuple[dict[str, in
     CLIP lower-cases text and marks the last symbol of each word with ``</w>``; each word gets a
     left-to-right merge chain ending in ``word</w>``, so BPE turns it into one token.
     """
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
     symbols = [byte_map[b] for b in range(256)]
     vocab: dict[str, int] = {}
     for s in symbols:
