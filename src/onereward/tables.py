@@ -14,6 +14,29 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# The contract columns of ``candidates.parquet`` (docs/contracts.md); producers append their own
+# extra columns (e.g. the sampler's executed steps, a synthetic candidate's degradations).
+CANDIDATE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("candidate_id", pa.string()),
+    ("item_id", pa.string()),
+    ("index", pa.int64()),
+    ("image", pa.string()),
+    ("family", pa.string()),
+    ("prompt", pa.string()),
+    ("negative_prompt", pa.string()),
+    ("steps", pa.int64()),
+    ("cfg_scale", pa.float64()),
+    ("strength", pa.float64()),
+    ("seed", pa.int64()),
+    ("guidance", pa.float64()),
+    ("feather", pa.int64()),
+)
+
+
+def candidates_schema(*extra: tuple[str, pa.DataType]) -> pa.Schema:
+    """Schema of ``candidates.parquet``: the contract columns, then ``extra`` columns in order."""
+    return pa.schema([*CANDIDATE_COLUMNS, *extra])
+
 
 def write_table(
     path: str | os.PathLike[str], rows: list[dict[str, Any]], schema: pa.Schema | None = None

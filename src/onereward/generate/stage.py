@@ -51,31 +51,16 @@ from onereward.generate import FAMILIES
 from onereward.generate.sampler import CandidateSpec, ItemCondition, Sampler, check_condition, paste_back
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
-from onereward.tables import read_table, write_table
+from onereward.tables import candidates_schema, read_table, write_table
 
 log = get_logger("generate")
 
 PROGRESS_DIR = "_progress"  # per-item records inside the staging folder (removed when finished)
 
-CANDIDATES_SCHEMA = pa.schema(
-    [
-        ("candidate_id", pa.string()),
-        ("item_id", pa.string()),
-        ("index", pa.int64()),
-        ("image", pa.string()),
-        ("family", pa.string()),
-        ("prompt", pa.string()),
-        ("negative_prompt", pa.string()),
-        ("steps", pa.int64()),
-        ("cfg_scale", pa.float64()),
-        ("strength", pa.float64()),
-        ("seed", pa.int64()),
-        ("guidance", pa.float64()),
-        ("feather", pa.int64()),
-        ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
-        ("start_sigma", pa.float64()),  # noise level of the start (1.0 = pure noise)
-        ("meta", pa.string()),
-    ]
+CANDIDATES_SCHEMA = candidates_schema(
+    ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
+    ("start_sigma", pa.float64()),  # noise level of the start (1.0 = pure noise)
+    ("meta", pa.string()),
 )
 
 

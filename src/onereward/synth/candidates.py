@@ -35,28 +35,11 @@ from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
 from onereward.synth import oracle
 from onereward.synth.world import SHAPE_COLOURS, SHAPES, WORDS, dilate_mask, parse_prompt, render_scene
-from onereward.tables import read_table, write_table
+from onereward.tables import candidates_schema, read_table, write_table
 
 log = get_logger(__name__)
 
-CANDIDATES_SCHEMA = pa.schema(
-    [
-        ("candidate_id", pa.string()),
-        ("item_id", pa.string()),
-        ("index", pa.int64()),
-        ("image", pa.string()),
-        ("family", pa.string()),
-        ("prompt", pa.string()),
-        ("negative_prompt", pa.string()),
-        ("steps", pa.int64()),
-        ("cfg_scale", pa.float64()),
-        ("strength", pa.float64()),
-        ("seed", pa.int64()),
-        ("guidance", pa.float64()),
-        ("feather", pa.int64()),
-        ("meta", pa.string()),
-    ]
-)
+CANDIDATES_SCHEMA = candidates_schema(("meta", pa.string()))  # meta: the applied degradations
 
 # Scene-level degradations change the scene description and re-render it; the rest act on pixels.
 SCENE_DEGRADATIONS = (
