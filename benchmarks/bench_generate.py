@@ -10,7 +10,8 @@ prompts and CFG, so the sd comparison uses the sampled values as they are. Targe
 
 With CUDA: the full-size FLUX.1-Fill-dev architecture (published configs, all 19 + 38 blocks,
 CLIP-L, T5-XXL, the real VAE) with random bf16 weights, seconds per candidate and peak GPU memory
-at 512 and 1024 px through our sampler (true CFG, so two transformer rows per candidate). Without
+through our sampler (true CFG, so two transformer rows per candidate) at 512 and 1024 px one
+candidate at a time, and at 1024 px in a batch of 4 (the full profile's batch size). Without
 CUDA that part is skipped and says so.
 
 Batch fill (no model needed): mean candidates per generator batch, for the tiny and the full
@@ -19,7 +20,8 @@ planning (:func:`~onereward.generate.stage.plan_batches`) and with the former pe
 (chunks of ``4 * batch_size // candidates`` items).
 
 Usage: ``python benchmarks/bench_generate.py [--items 16] [--candidates 4] [--gpu-steps 28]
-[--fill-items 256] [--fill-only]``.
+[--fill-items 256] [--fill-only] [--gpu-only]`` (``--gpu-only``: only the full-size CUDA part, as
+``benchmarks/gpu_run.sh`` runs it on a bare CUDA machine).
 """
 
 from __future__ import annotations
@@ -227,41 +229,118 @@ def tiny(n_items: int, n_cand: int, device: str) -> list[dict[str, Any]]:
     return rows_out
 
 
-def gpu_full(steps: int, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Full-size FLUX.1-Fill-dev (random bf16 weights) through our sampler on CUDA."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _gpu_gb(device: str, peak: bool) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    value = torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()
+    return round(value / 2**30, 2)
+
+
+def gpu_full(
+    steps: int,
+    cases: tuple[tuple[int, int], ...] = ((512, 1), (1024, 1), (1024, 4)),
+    *,
+    device: str = "cuda",
+    depths: tuple[int, int, int, int] = (19, 38, 12, 24),
+) -> list[dict[str, Any]]:
+    """Full-size FLUX.1-Fill-dev (random bf16 weights) through our sampler, one row per
+    ``(size_px, batch)`` case: seconds per candidate and peak GPU memory.
+
+    The components are created directly on ``device`` in bf16 (random init of 12B + 4.7B
+    parameters takes minutes on a CPU, seconds on a GPU). Each case first runs a 2-step warm-up
+    of the same batch, which also fills the sampler's per-prompt text cache and per-item VAE
+    encoding cache: the timed run is the denoising loop (``steps`` steps, true CFG, so two
+    transformer rows per candidate) plus the VAE decode, which is what every further candidate of
+    an item costs in the stage. ``depths`` (double blocks, single blocks, CLIP layers, T5 layers)
+    and ``device`` exist for a CPU smoke test of this code path; the benchmark uses the published
+    ones on CUDA.
+    """
     from onereward.generate.flux_sampler import FluxFillSampler
     from onereward.models import flux_fill
 
+    t0 = time.perf_counter()
     comps = flux_fill.real_shape_components(
-        num_layers=19, num_single_layers=38, clip_layers=12, t5_layers=24, dtype=torch.bfloat16, device="cuda"
+        num_layers=depths[0],
+        num_single_layers=depths[1],
+        clip_layers=depths[2],
+        t5_layers=depths[3],
+        dtype=torch.bfloat16,
+        device=device,
     )
     pipe = flux_fill.pipeline_from_components(comps)
-    sampler = FluxFillSampler(pipe, max_sequence_length=512, batch_size=1)
+    pipe.set_progress_bar_config(disable=True)
+    _sync(device)
+    build_s = time.perf_counter() - t0
+    params_b = round(sum(p.numel() for p in pipe.transformer.parameters()) / 1e9, 2)
+    t5_params_b = round(sum(p.numel() for p in pipe.text_encoder_2.parameters()) / 1e9, 2)
+    weights_gb = _gpu_gb(device, peak=False)
+    print(
+        f"built FLUX.1-Fill-dev-shaped pipeline on {device} in {build_s:.1f}s: transformer {params_b}B, "
+        f"T5 {t5_params_b}B parameters, {weights_gb} GB allocated",
+        flush=True,
+    )
     out = []
-    for size in sizes:
+    for size, batch in cases:
+        sampler = FluxFillSampler(pipe, max_sequence_length=512, batch_size=batch)
         rng = np.random.default_rng(0)
         mask = np.zeros((size, size), bool)
         mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
         item = ItemCondition("g", (rng.random((size, size, 3)) * 255).astype(np.uint8), mask)
-        spec = CandidateSpec("g", 0, "a red circle", "blurry", steps, 4.0, 1.0, 0, 1.0)
-        sampler.sample({"g": item}, [dataclasses.replace(spec, steps=2)])  # warm-up
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        specs = [
+            CandidateSpec("g", k, "a red circle", "blurry", steps, 4.0, 1.0, k, 1.0) for k in range(batch)
+        ]
+        sampler.sample({"g": item}, [dataclasses.replace(s, steps=2) for s in specs])  # warm-up
+        _sync(device)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        sampler.sample({"g": item}, [spec])
-        torch.cuda.synchronize()
+        sampler.sample({"g": item}, specs)
+        _sync(device)
         secs = time.perf_counter() - t0
-        out.append(
-            {
-                "size_px": size,
-                "steps": steps,
-                "true_cfg": True,
-                "seconds_per_candidate": round(secs, 3),
-                "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                "device": torch.cuda.get_device_name(0),
-            }
-        )
+        row = {
+            "size_px": size,
+            "batch": batch,
+            "steps": steps,
+            "true_cfg": True,
+            "transformer_rows_per_step": 2 * batch,
+            "seconds_per_batch": round(secs, 3),
+            "seconds_per_candidate": round(secs / batch, 3),
+            "seconds_per_step": round(secs / steps, 4),
+            "peak_gpu_mem_gb": _gpu_gb(device, peak=True),
+            "weights_gpu_mem_gb": weights_gb,
+            "build_seconds": round(build_s, 1),
+            "transformer_params_b": params_b,
+            "t5_params_b": t5_params_b,
+            "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        }
+        print(f"flux {size}px batch {batch}: {row}", flush=True)
+        out.append(row)
     return out
+
+
+def _gpu_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    print_table(
+        f"FLUX.1-Fill-dev full size, random bf16 weights, our sampler (true CFG) on {rows[0]['device']}",
+        ["px", "batch", "steps", "s/batch", "s/candidate", "s/step", "peak GPU GB"],
+        [
+            [
+                r["size_px"],
+                r["batch"],
+                r["steps"],
+                r["seconds_per_batch"],
+                r["seconds_per_candidate"],
+                r["seconds_per_step"],
+                r["peak_gpu_mem_gb"],
+            ]
+            for r in rows
+        ],
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -271,8 +350,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gpu-steps", type=int, default=28)
     parser.add_argument("--fill-items", type=int, default=256, help="items of the batch-fill comparison")
     parser.add_argument("--fill-only", action="store_true", help="only the batch-fill comparison (no model)")
+    parser.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the full-size FLUX.1-Fill-dev part on CUDA (results in generate_gpu.json)",
+    )
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.gpu_only:
+        if not torch.cuda.is_available():
+            print("full-size FLUX.1-Fill-dev on GPU: skipped (CUDA not available)", flush=True)
+            return {"gpu_full": "skipped: CUDA not available"}
+        gpu_rows = _gpu_table(gpu_full(args.gpu_steps))
+        result = {"gpu_full": gpu_rows}
+        write_results("generate_gpu", result)
+        return result
     fill_rows = batch_fill(args.fill_items)
     print_table(
         f"batch fill over a shard of {args.fill_items} items: former per-chunk grouping vs whole-shard plan",
@@ -333,13 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if torch.cuda.is_available():
-        gpu_rows = gpu_full(args.gpu_steps, (512, 1024))
-        print_table(
-            "FLUX.1-Fill-dev full size, random bf16 weights, our sampler (true CFG)",
-            ["px", "steps", "s/candidate", "peak GPU GB"],
-            [[r["size_px"], r["steps"], r["seconds_per_candidate"], r["peak_gpu_mem_gb"]] for r in gpu_rows],
-        )
-        result["gpu_full"] = gpu_rows
+        result["gpu_full"] = _gpu_table(gpu_full(args.gpu_steps))
     else:
         print("full-size FLUX.1-Fill-dev on GPU: skipped (CUDA not available)", flush=True)
         result["gpu_full"] = "skipped: CUDA not available"

@@ -7,7 +7,8 @@
 2. Throughput (tiny): pairs scored per second without gradients, P(Yes) with gradients to the pixels,
    training steps per second.
 3. GPU only (skipped without CUDA): the 7B architecture (published config, random weights, bf16):
-   pairs scored per second and peak memory.
+   pairs scored per second without and with gradients to the pixels, and peak memory
+   (``--gpu-only`` runs just this part; ``benchmarks/gpu_run.sh`` runs it on a bare CUDA machine).
 
 ``OMP_NUM_THREADS=1 python benchmarks/bench_reward.py [--items 2000] [--steps N] [--skip-quality]``
 (one intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine a
@@ -155,8 +156,25 @@ def throughput(root: Path, n_pairs: int = 128) -> dict[str, Any]:
     return {"tiny_pairs_per_second_no_grad": no_grad, "tiny_pairs_per_second_grad": with_grad}
 
 
-def gpu_7b(n_pairs: int = 32, image_size: int = 512) -> dict[str, Any]:
-    """The published 7B architecture in bf16 with random weights (needs CUDA)."""
+def gpu_7b(
+    n_pairs: int = 32,
+    image_size: int = 512,
+    *,
+    device: str = "cuda",
+    text_layers: int = 28,
+    vision_depth: int = 32,
+    grad_pairs: int = 2,
+    grad_reps: int = 3,
+) -> dict[str, Any]:
+    """The published 7B architecture in bf16 with random weights (needs CUDA).
+
+    The model is created directly on ``device`` in bf16 (``_from_config``: no float32 copy, no
+    CPU init of 8B parameters). Figures: pairs/s without gradients (batch 8, the tensor path),
+    pairs/s of the differentiable path (forward + backward to the pixels, ``grad_pairs`` pairs per
+    pass, the RL/ReFL use), and the peak GPU memory over both (weights included, model build
+    excluded). ``device``, ``text_layers`` and ``vision_depth`` exist for a CPU smoke test of this
+    code path; the benchmark uses the published depths on CUDA.
+    """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -164,47 +182,101 @@ def gpu_7b(n_pairs: int = 32, image_size: int = 512) -> dict[str, Any]:
     from onereward.reward.scoring import RewardScorer
     from onereward.reward.template import default_template
 
-    if not torch.cuda.is_available():
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         print("GPU benchmark skipped: no CUDA device", flush=True)
         return {"gpu": None}
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     tokenizer = reward_vlm.build_tokenizer()
-    config = reward_vlm.real_shape_config(text_layers=28, vision_depth=32, tokenizer=tokenizer)
+    config = reward_vlm.real_shape_config(
+        text_layers=text_layers, vision_depth=vision_depth, tokenizer=tokenizer
+    )
     config.text_config.vocab_size = reward_vlm.published_config()["vocab_size"]  # full 152064-row head
-    config.vision_config.fullatt_block_indexes = [7, 15, 23, 31]
-    torch.cuda.reset_peak_memory_stats()
-    with torch.device("cuda"):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16).eval().requires_grad_(False)
+    if vision_depth == 32:
+        config.vision_config.fullatt_block_indexes = [7, 15, 23, 31]  # the published ones
+    t0 = time.perf_counter()
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    model = model.eval().requires_grad_(False)
+    sync()
+    build_s = time.perf_counter() - t0
+    params_b = sum(p.numel() for p in model.parameters()) / 1e9
+    weights_gib = torch.cuda.memory_allocated() / 2**30 if cuda else None
+    print(
+        f"built Qwen2.5-VL-7B-shaped model on {device} in {build_s:.1f}s: {params_b:.2f}B parameters "
+        f"({model.dtype}), attention {model.config._attn_implementation}",
+        flush=True,
+    )
     processor = reward_vlm.build_processor(
         tokenizer, min_pixels=image_size * image_size, max_pixels=image_size * image_size
     )
     yes, no = tokenizer.convert_tokens_to_ids([reward_vlm.YES_TOKEN, reward_vlm.NO_TOKEN])
     scorer = RewardScorer(reward_vlm.RewardVLM(model, processor, yes, no, "7b-random"), default_template())
-    x = torch.rand(n_pairs, 3, image_size, image_size, device="cuda")
-    y = torch.rand(n_pairs, 3, image_size, image_size, device="cuda")
+    x = torch.rand(n_pairs, 3, image_size, image_size, device=device)
+    y = torch.rand(n_pairs, 3, image_size, image_size, device=device)
     t_, d_, p_ = ["image_fill"] * n_pairs, ["text_alignment"] * n_pairs, ["a red circle"] * n_pairs
-    scorer.p_yes(x[:4], y[:4], t_[:4], d_[:4], p_[:4], batch_size=4)
-    torch.cuda.synchronize()
+    seq_len = int(scorer.prepare(x[:1], y[:1], t_[:1], d_[:1], p_[:1])["input_ids"].shape[1])
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    scorer.p_yes(x[:8], y[:8], t_[:8], d_[:8], p_[:8], batch_size=8)  # warm-up
+    sync()
     t0 = time.perf_counter()
     scorer.p_yes(x, y, t_, d_, p_, batch_size=8)
-    torch.cuda.synchronize()
+    sync()
     rate = n_pairs / (time.perf_counter() - t0)
-    xg = x[:2].clone().requires_grad_(True)
-    scorer.p_yes(xg, y[:2], t_[:2], d_[:2], p_[:2], grad=True).sum().backward()
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak_no_grad = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    g = grad_pairs
+
+    def grad_pass() -> float:
+        xg = x[:g].clone().requires_grad_(True)
+        scorer.p_yes(xg, y[:g], t_[:g], d_[:g], p_[:g], grad=True).sum().backward()
+        return float(xg.grad.abs().sum())
+
+    grad_pass()  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(grad_reps):
+        grad_pass()
+    sync()
+    grad_rate = grad_reps * g / (time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    name = torch.cuda.get_device_name() if cuda else device
+
+    def r(v: float | None, nd: int = 2) -> float | None:
+        return None if v is None else round(v, nd)
+
     print_table(
-        f"Qwen2.5-VL-7B architecture, random weights, bf16, {image_size} px",
+        f"Qwen2.5-VL-7B architecture, random weights, bf16, {image_size} px, {seq_len} tokens/pair, on {name}",
         ["figure", "value"],
         [
+            ["parameters (B)", round(params_b, 2)],
+            ["build s", round(build_s, 1)],
             ["pairs/s (no grad, batch 8)", round(rate, 2)],
-            ["peak GPU memory GiB (incl. grad pass, batch 2)", round(peak, 1)],
+            [f"pairs/s (grad to pixels, fwd+bwd, batch {g})", round(grad_rate, 2)],
+            ["weights GiB", r(weights_gib, 1)],
+            ["peak GPU GiB (no grad, batch 8)", r(peak_no_grad, 1)],
+            [f"peak GPU GiB (incl. grad pass, batch {g})", r(peak, 1)],
         ],
     )
     return {
         "gpu": {
-            "device": torch.cuda.get_device_name(),
-            "pairs_per_second": rate,
-            "peak_memory_gib": peak,
+            "device": name,
+            "parameters_b": params_b,
+            "build_seconds": build_s,
             "image_size": image_size,
+            "tokens_per_pair": seq_len,
+            "pairs_per_second": rate,
+            "no_grad_batch": 8,
+            "pairs_per_second_grad": grad_rate,
+            "grad_batch": g,
+            "weights_gib": weights_gib,
+            "peak_memory_gib_no_grad": peak_no_grad,
+            "peak_memory_gib": peak,
+            "attn_implementation": model.config._attn_implementation,
         }
     }
 
@@ -217,8 +289,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-quality", action="store_true", help="only the throughput parts")
+    parser.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the 7B part on CUDA (results in reward_gpu.json), as benchmarks/gpu_run.sh runs it",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("ONEREWARD_LOG_LEVEL", "WARNING")
+    if args.gpu_only:
+        results = gpu_7b()
+        if results["gpu"] is not None:
+            write_results("reward_gpu", results)
+        return results
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench_reward_") as tmp:
         root = Path(tmp)
