@@ -99,31 +99,42 @@ class Manifest:
         return json.loads(mpath.read_text()) if mpath.exists() else {}
 
 
-def _iter_data_files(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            # The manifest holds the hash; metrics.json holds run-dependent figures (timings,
-            # throughput), so neither is part of the content identity.
-            if p.parent == root and name in (MANIFEST_NAME, METRICS_NAME):
-                continue
-            yield p
+def _walk_data_files(directory: str, rel: str) -> Iterator[tuple[str, str]]:
+    """``(absolute path, relative posix path)`` of the data files under ``directory``, top-down.
+
+    The order is os.walk's with sorted names: a directory's files, then its subdirectories in
+    name order (symbolic links to directories are not followed). os.scandir and plain strings
+    keep this about 3x faster than pathlib on artifacts of tens of thousands of small images.
+    """
+    files: list[os.DirEntry] = []
+    dirs: list[os.DirEntry] = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            (dirs if entry.is_dir() else files).append(entry)
+    files.sort(key=lambda e: e.name)
+    dirs.sort(key=lambda e: e.name)
+    for entry in files:
+        # The manifest holds the hash; metrics.json holds run-dependent figures (timings,
+        # throughput), so neither is part of the content identity.
+        if not rel and entry.name in (MANIFEST_NAME, METRICS_NAME):
+            continue
+        yield entry.path, rel + entry.name
+    for entry in dirs:
+        if not entry.is_symlink():
+            yield from _walk_data_files(entry.path, rel + entry.name + "/")
 
 
 def content_hash(root: str | os.PathLike[str]) -> str:
     """sha256 over (relative path, size, bytes) of every data file (not manifest.json / metrics.json)."""
-    root = Path(root)
     h = hashlib.sha256()
-    for p in _iter_data_files(root):
-        rel = p.relative_to(root).as_posix()
-        h.update(rel.encode())
-        h.update(b"\0")
-        h.update(str(p.stat().st_size).encode())
-        h.update(b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
+    for path, rel in _walk_data_files(os.fspath(root), ""):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            h.update(f"{rel}\0{os.fstat(fd).st_size}\0".encode())
+            while chunk := os.read(fd, 1 << 20):
                 h.update(chunk)
+        finally:
+            os.close(fd)
     return "sha256:" + h.hexdigest()
 
 
@@ -168,12 +179,19 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON to ``path`` via a temp file and rename (never half-written)."""
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, compact: bool = False) -> None:
+    """Write JSON to ``path`` via a temp file and rename (never half-written).
+
+    ``compact`` is for large documents that are JSON already (a Label Studio export): no
+    indentation, keys in their order, no conversion pass; several times faster on tens of MB.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+    if compact:
+        tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    else:
+        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
