@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -191,6 +192,14 @@ def main(argv: list[str] | None = None) -> dict:
             results["export_timings"] = json.loads((tmp_path / "project" / "manifest.json").read_text())[
                 "timings"
             ]
+            # The same import as a user runs it: a fresh `onereward import` process (imports included).
+            t0 = time.perf_counter()
+            subprocess.run(
+                [str(Path(sys.executable).with_name("onereward")), "import", "--project",
+                 str(tmp_path / "annotated"), "--out", str(tmp_path / "prefs-cli")],
+                check=True, env={**os.environ, "ONEREWARD_LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            results["import_cli_s"] = round(time.perf_counter() - t0, 2)
         finally:
             server.stop()
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -200,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
             [f"export rerun (0 new of {args.tasks})", results["export_rerun_s"], ""],
             [f"import {results['import_tasks']} annotated tasks ({results['import_pairs']} pairs)", results["import_s"],
              "target < 20 s"],
+            ["the same import as a fresh `onereward import` process", results["import_cli_s"], ""],
         ]  # fmt: skip
         print_table("Label Studio round trip (local server, 2 cores)", ["step", "seconds", "note"], rows)
         results["targets_met"] = {"export": results["export_s"] < 120, "import": results["import_s"] < 20}

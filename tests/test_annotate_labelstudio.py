@@ -97,6 +97,8 @@ def test_round_trip_pairs_equal_the_oracle(
         assert (tmp_path / "prefs" / row["winner_image"]).is_file()
     assert all(a["pairwise"] == 1.0 for a in metrics["agreement"].values())
     assert sum(sum(d.values()) for d in metrics["counts"].values()) == len(pairs)
+    # Import reads export snapshots and deletes them: none is left behind on the server.
+    assert [list(sdk.projects.exports.list(pid)) for pid in ids.values()] == [[] for _ in ids]
     # ... and in no log line or console output.
     out, err = capfd.readouterr()
     assert srv.token not in caplog.text + out + err

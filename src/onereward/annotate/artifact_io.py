@@ -81,15 +81,36 @@ def read_candidate_set(
     return CandidateSet(root, manifest, items, candidates, item_rows, cand_rows)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (artifacts are immutable), copying across file systems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Hard-link ``src`` to ``dst`` (artifacts are immutable), copying across file systems.
+
+    ``dst``'s folder must exist. An existing ``dst`` is replaced; a missing ``src`` raises
+    FileNotFoundError.
+    """
     try:
         os.link(src, dst)
-    except OSError:
+    except FileExistsError:
+        os.unlink(dst)
+        link_or_copy(src, dst)
+    except FileNotFoundError:
+        raise
+    except OSError:  # another file system, or links not allowed
         shutil.copy2(src, dst)
+
+
+def _link_tree(root: Path, out: Path, rels: list[str]) -> None:
+    """Link (or copy) ``root/rel`` to ``out/rel`` for every relative path, folders created once."""
+    made: set[str] = set()
+    src_root, out_root = os.fspath(root), os.fspath(out)
+    for rel in rels:
+        folder = os.path.dirname(rel)
+        if folder not in made:
+            os.makedirs(os.path.join(out_root, folder), exist_ok=True)
+            made.add(folder)
+        try:
+            link_or_copy(os.path.join(src_root, rel), os.path.join(out_root, rel))
+        except FileNotFoundError:
+            raise InputError(f"{root}: image {rel} referenced by the tables is missing") from None
 
 
 def copy_candidate_set(cs: CandidateSet, out: Path, extra_dirs: tuple[str, ...] = ()) -> None:
@@ -102,16 +123,11 @@ def copy_candidate_set(cs: CandidateSet, out: Path, extra_dirs: tuple[str, ...] 
         rels.add(row["mask"])
     for row in cs.candidate_rows:
         rels.add(row["image"])
-    for rel in sorted(rels):
-        src = cs.path(rel)
-        if not src.is_file():
-            raise InputError(f"{cs.root}: image {rel} referenced by the tables is missing")
-        link_or_copy(src, out / rel)
+    _link_tree(cs.root, out, sorted(rels))
     for d in extra_dirs:
         if (cs.root / d).is_dir():
-            for src in (cs.root / d).rglob("*"):
-                if src.is_file():
-                    link_or_copy(src, out / src.relative_to(cs.root))
+            extra = [p.relative_to(cs.root).as_posix() for p in (cs.root / d).rglob("*") if p.is_file()]
+            _link_tree(cs.root, out, sorted(extra))
 
 
 def read_project_json(root: Path, what: str) -> dict[str, Any]:

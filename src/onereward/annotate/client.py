@@ -136,35 +136,76 @@ class LabelStudioClient:
             )
         return matches[0] if matches else None
 
-    def export_tasks_once(self, project_id: int, page_size: int = 2000) -> list[dict[str, Any]]:
-        """All tasks of a project with their annotations, one attempt.
+    def export_tasks_once(
+        self, project_id: int, *, poll_timeout: float = 1800.0, poll_interval: float = 0.2
+    ) -> list[dict[str, Any]]:
+        """All tasks of a project with every annotation (skipped and ground truth too), one attempt.
 
-        Pages through the data manager's task list (``fields=all``: data plus annotations with
-        their results) as raw JSON, skipping the SDK's per-task model validation. Measured on
-        10,000 annotated tasks (benchmarks/bench_label_studio.py, 2 cores, quiet machine): 33 s
-        against 47 s for the JSON export endpoint (``download_sync``); the server's own
-        serialisation is most of what is left.
+        Uses an export snapshot: create it (all tasks; all annotations; drafts and predictions as
+        ids only; no annotation history), wait until it is ``completed`` (Label Studio builds it in
+        the request, or in a background worker on a cluster with Redis), download it as JSON, then
+        delete it so snapshots do not pile up on the server. Measured on 10,000 annotated tasks
+        (benchmarks/bench_label_studio.py, 2 cores): 12 s, against 33 s for paging through the
+        data manager's task list (``/api/tasks/?fields=all``, which computes every data-manager
+        column) and 47 s for the synchronous ``/export`` endpoint.
         """
-        headers = self.sdk._client_wrapper.get_headers()  # the SDK's auth headers (token)
-        tasks: list[dict[str, Any]] = []
-        with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout) as http:
-            page = 1
-            while True:
-                r = http.get(
-                    "/api/tasks/",
-                    params={"project": project_id, "fields": "all", "page": page, "page_size": page_size},
-                )
-                if r.status_code == 404 and page > 1:  # past the last page
-                    break
-                if r.status_code >= 400:
-                    raise ApiError(status_code=r.status_code, body=r.text, headers=dict(r.headers))
-                body = json.loads(r.content)
-                batch = body.get("tasks", []) if isinstance(body, dict) else body
-                tasks += batch
-                total = body.get("total") if isinstance(body, dict) else None
-                if not batch or len(batch) < page_size or (total is not None and len(tasks) >= total):
-                    break
-                page += 1
+        from label_studio_sdk.types import (
+            LseAnnotationFilterOptionsRequest,
+            LseTaskFilterOptionsRequest,
+            SerializationOptionRequest,
+            SerializationOptionsRequest,
+        )
+
+        exports = self.sdk.projects.exports
+        only_id = SerializationOptionRequest(only_id=True)
+        snapshot = exports.create(
+            project_id,
+            title=f"onereward import {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+            task_filter_options=LseTaskFilterOptionsRequest(only_with_annotations=False),
+            annotation_filter_options=LseAnnotationFilterOptionsRequest(
+                usual=True, ground_truth=True, skipped=True
+            ),
+            serialization_options=SerializationOptionsRequest(
+                drafts=only_id,
+                predictions=only_id,
+                annotations_completed_by=only_id,
+                include_annotation_history=False,
+                interpolate_key_frames=False,
+            ),
+        )
+        export_id = int(snapshot.id)
+        try:
+            status, deadline, delay = snapshot.status, time.monotonic() + poll_timeout, poll_interval
+            while status != "completed":
+                if status == "failed":
+                    raise InputError(
+                        f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
+                        "failed on the server; see the server's log, then rerun"
+                    )
+                if time.monotonic() > deadline:
+                    raise InputError(
+                        f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
+                        f"is still {status!r} after {poll_timeout:.0f} s; is the server's export worker running?"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+                status = exports.get(project_id, export_id).status
+            body = b"".join(exports.download(project_id, export_id, export_type="JSON"))
+        finally:
+            try:
+                exports.delete(project_id, export_id)
+            except (ApiError, *_TRANSIENT) as e:  # best effort: a leftover snapshot is harmless
+                log.warning("could not delete export snapshot %d of project %d: %s", export_id, project_id, e)
+        try:
+            tasks = json.loads(body)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"Label Studio at {self.url}: the export of project {project_id} is not valid JSON ({e})"
+            ) from None
+        if not isinstance(tasks, list):
+            raise InputError(
+                f"Label Studio at {self.url}: the export of project {project_id} is not a list of tasks"
+            )
         return tasks
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:

@@ -264,6 +264,7 @@ def publish_images(project_dir: Path, drafts: list[TaskDraft], storage_dir: Path
                 f"--document-root: published image {dst} differs from {src}; published images are "
                 "never replaced (tasks may already be annotated on them). Use a new --project-version."
             )
+        dst.parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(src, dst)
         n_new += 1
     return n_new

@@ -14,11 +14,14 @@ import hashlib
 import html
 import json
 import os
+import threading
 import time
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +46,7 @@ from onereward.report import html_table, img_tag, png_data_uri, write_html_repor
 from onereward.tables import write_table
 
 log = get_logger("annotate.stage")
+T = TypeVar("T")
 
 PREDICTION_SOURCES = ("none", "oracle", "reward_model")
 SIMULATED_ANNOTATOR = "simulated-annotator-{k}@onereward.local"
@@ -418,7 +422,7 @@ def run_simulate(
                     tp.add(1)
         log.info("simulate_annotations: %s", tp)
         if client is None:
-            write_json_atomic(art.path / "export.json", tasks_json)
+            write_json_atomic(art.path / "export.json", tasks_json, compact=True)
         write_json_atomic(
             art.path / "simulation.json", {**params, "annotator_ids": user_ids, "online": client is not None}
         )
@@ -467,6 +471,25 @@ def _create_annotation_once(
     client.sdk.annotations.create(task_id, result=result, completed_by=user_id)
 
 
+def _in_background(fn: Callable[[], T], *, name: str) -> Future:
+    """Start ``fn()`` in a daemon thread; the Future holds its result or its exception.
+
+    A daemon thread, not an executor: when the main thread fails first (a missing input image,
+    say), the process can exit without waiting for a long server export to finish.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to the caller of result()
+                future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 # --- import_annotations -------------------------------------------------------------------------
 
 
@@ -490,29 +513,28 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
     wanted = set(pj["task_map"].values())
     export_path = root / "export.json"
     fetch_s = 0.0
+    fetch: Future | None = None
     if export_path.is_file():
-        try:
-            tasks_json = json.loads(export_path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"--project: {export_path} is not valid JSON ({e})") from None
         source = "export.json"
     elif pj["url"]:
         client = LabelStudioClient(pj["url"], max_retries=max_retries)
-        client.check_auth()
-        tasks_json = []
-        t_fetch = time.perf_counter()
-        for p in pj["projects"].values():
-            tasks_json += client.export_tasks(p["project_id"])
-        fetch_s = time.perf_counter() - t_fetch
+        client.check_auth()  # a wrong token or a down server fails here, before anything is written
+
+        def fetch_all() -> tuple[list[dict[str, Any]], float]:
+            t_fetch = time.perf_counter()
+            got: list[dict[str, Any]] = []
+            for p in pj["projects"].values():
+                got += client.export_tasks(p["project_id"])
+            return got, time.perf_counter() - t_fetch
+
+        # The server builds the export in its own process; link the inputs meanwhile.
+        fetch = _in_background(fetch_all, name="label-studio-export")
         source = pj["url"]
     else:
         raise InputError(
             f"--project: {root} has no annotations: project.json field 'url' is null and export.json is missing; "
             "run `onereward simulate-annotations` on it (or export to a Label Studio server) first"
         )
-    if not isinstance(tasks_json, list):
-        raise InputError(f"--project: the export from {source} is not a list of tasks")
-    tasks_json = [t for t in tasks_json if t.get("id") in wanted]
     with ArtifactWriter(
         out,
         kind="preferences",
@@ -520,12 +542,23 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
         parameters={"source": source},
         inputs=[cs.manifest],
     ) as art:
+        with art.timer("copy_s"):
+            copy_candidate_set(cs, art.path)
+        if fetch is not None:
+            with art.timer("fetch_wait_s"):
+                tasks_json, fetch_s = fetch.result()
+        else:
+            try:
+                tasks_json = json.loads(export_path.read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(f"--project: {export_path} is not valid JSON ({e})") from None
+        if not isinstance(tasks_json, list):
+            raise InputError(f"--project: the export from {source} is not a list of tasks")
+        tasks_json = [t for t in tasks_json if t.get("id") in wanted]
         with art.timer("process_s"):
             config_shas = {name: p["label_config_sha"] for name, p in pj["projects"].items()}
             result = process_export(tasks_json, config_shas)
         art.timings["fetch_s"] = round(fetch_s, 4)
-        with art.timer("copy_s"):
-            copy_candidate_set(cs, art.path)
         by_cand = {r["candidate_id"]: r for r in cs.candidate_rows}
         rows = []
         for p in result.pairs:
@@ -554,7 +587,7 @@ def run_import(project: str, out: str, *, max_retries: int = 4) -> dict[str, Any
             )
         write_table(art.path / "pairs.parquet", rows, schema=PAIRS_SCHEMA)
         with art.timer("write_s"):
-            write_json_atomic(art.path / "export.json", tasks_json)
+            write_json_atomic(art.path / "export.json", tasks_json, compact=True)
         write_json_atomic(art.path / "invalid.json", result.invalid)
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         for task, dim in task_table.task_dimension_pairs():
