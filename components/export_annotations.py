@@ -35,9 +35,10 @@ def export_annotations(
         label_studio_url: Label Studio base URL ("" = offline, for the embedded demo).
         document_root: Label Studio local-files document root (Local Storage; a volume shared with the
             Label Studio pod).
-        image_url_prefix: instead, the s3:// or gs:// prefix (bucket connected to the projects as
-            import storage with the deployment's own credentials) under which the artifact's
-            overlays/ and candidates/ are synced; the cluster route.
+        image_url_prefix: instead, the cluster route: an s3:// prefix (AWS S3 or MinIO) the step
+            uploads the task images to (credentials from the optional Secret onereward-s3), or a
+            gs:// prefix the artifact's overlays/ and candidates/ are synced to; the bucket is
+            connected to the projects as import storage read with Label Studio's own credentials.
         s3_endpoint: S3 endpoint for MinIO or other S3-compatible stores ("" = AWS).
         project_title: project title (with the version, the idempotency key).
         project_version: project version.

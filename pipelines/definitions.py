@@ -2,7 +2,9 @@
 defaults run as they are (tiny profile, embedded default).
 
 The Label Studio token reaches the annotation steps from the Kubernetes Secret
-``label-studio-api`` (key ``api-key``) as ``LABEL_STUDIO_API_KEY``; it is never a parameter.
+``label-studio-api`` (key ``api-key``) as ``LABEL_STUDIO_API_KEY``; it is never a parameter. For
+task images in S3 / MinIO, export_annotations reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+from the optional Secret ``onereward-s3`` (keys ``aws-access-key-id`` / ``aws-secret-access-key``).
 Locally (kfp.local) Kubernetes settings and resources are ignored and the variable is inherited from
 the calling environment.
 """
@@ -22,6 +24,9 @@ from onereward_kfp.components.train_reward_model import train_reward_model
 
 LABEL_STUDIO_SECRET = "label-studio-api"
 LABEL_STUDIO_SECRET_KEYS = {"api-key": "LABEL_STUDIO_API_KEY"}
+# Credentials export_annotations uploads the task images to S3 / MinIO with (image_url_prefix s3://).
+S3_SECRET = "onereward-s3"
+S3_SECRET_KEYS = {"aws-access-key-id": "AWS_ACCESS_KEY_ID", "aws-secret-access-key": "AWS_SECRET_ACCESS_KEY"}
 
 
 def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -108,6 +113,9 @@ def _collect_steps(
         overlap=p["annotate_overlap"],
     ).set_display_name("export_annotations")
     _label_studio_step(_cpu(export))
+    kubernetes.use_secret_as_env(
+        export, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS, optional=True
+    )
     return export
 
 

@@ -27,10 +27,12 @@ def template_dir() -> Path:
 
 
 @contextlib.contextmanager
-def running_label_studio(work_dir: Path) -> Iterator[LocalLabelStudio]:
+def running_label_studio(
+    work_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[LocalLabelStudio]:
     """A running server; ``LABEL_STUDIO_API_KEY`` is set to its admin token while it runs."""
     ensure_installed()
-    server = server_from_template(template_dir(), work_dir)
+    server = server_from_template(template_dir(), work_dir, extra_env=extra_env)
     server.start()
     old = os.environ.get("LABEL_STUDIO_API_KEY")
     os.environ["LABEL_STUDIO_API_KEY"] = server.token

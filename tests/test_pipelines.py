@@ -56,9 +56,18 @@ def test_specs_carry_no_secrets_and_read_the_token_from_a_secret(compiled: Path)
     ]
     assert "secretName: label-studio-api" in text and "envVar: LABEL_STUDIO_API_KEY" in text
     platform = list(yaml.safe_load_all(text))[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for executor in ("exec-export-annotations", "exec-simulate-annotations", "exec-import-annotations"):
+    for executor in ("exec-simulate-annotations", "exec-import-annotations"):
         (secret,) = platform[executor]["secretAsEnv"]
         assert secret["optional"] is True  # offline runs start on a cluster without the Secret
+    # export also gets the S3 credentials for the task images (only that step, also optional)
+    secrets = {s["secretName"]: s for s in platform["exec-export-annotations"]["secretAsEnv"]}
+    assert set(secrets) == {"label-studio-api", "onereward-s3"}
+    assert all(s["optional"] is True for s in secrets.values())
+    assert {k["envVar"] for k in secrets["onereward-s3"]["keyToEnv"]} == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    assert sum("onereward-s3" in str(v.get("secretAsEnv")) for v in platform.values()) == 1
     tasks = spec["root"]["dag"]["tasks"]
     for task in ("export-annotations", "simulate-annotations", "import-annotations"):
         assert tasks[task]["cachingOptions"].get("enableCache", False) is False  # live server state

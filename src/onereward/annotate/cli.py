@@ -85,8 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-url-prefix",
         default="",
-        help="serve images from cloud storage instead (s3://bucket/prefix, gs://...); sync the artifact's "
-        "overlays/ and candidates/ there",
+        help="serve images from cloud storage instead: s3://bucket/prefix (uploaded by export with "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; MinIO with --s3-endpoint) or gs://bucket/prefix (sync the "
+        "artifact's overlays/ and candidates/ there yourself)",
     )
     p.add_argument("--s3-endpoint", default="", help="S3 endpoint for MinIO/S3-compatible stores ('' = AWS)")
     p.add_argument("--project-title", default="onereward", help="project title (default: onereward)")

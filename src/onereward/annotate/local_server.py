@@ -78,6 +78,8 @@ class LocalLabelStudio:
     port: int = 0
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     venv: Path | None = None
+    # Extra server settings (e.g. S3 credentials, SSRF subnets); never logged.
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -110,6 +112,7 @@ class LocalLabelStudio:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 180.0) -> LocalLabelStudio:
@@ -205,7 +208,10 @@ def migrated_template(template_dir: str | os.PathLike[str]) -> tuple[Path, str, 
 
 
 def server_from_template(
-    template_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str]
+    template_dir: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    extra_env: dict[str, str] | None = None,
 ) -> LocalLabelStudio:
     """A (not yet started) server whose data dir is a fresh copy of the migrated template."""
     data, token, password = migrated_template(template_dir)
@@ -213,7 +219,11 @@ def server_from_template(
     shutil.rmtree(work_dir / "data", ignore_errors=True)
     shutil.copytree(data, work_dir / "data", ignore=shutil.ignore_patterns("server.log"))
     return LocalLabelStudio(
-        data_dir=work_dir / "data", document_root=work_dir / "files", token=token, password=password
+        data_dir=work_dir / "data",
+        document_root=work_dir / "files",
+        token=token,
+        password=password,
+        extra_env=dict(extra_env or {}),
     )
 
 

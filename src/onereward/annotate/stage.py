@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from onereward import tasks as task_table
+from onereward.annotate import cloud_storage
 from onereward.annotate import export as ex
 from onereward.annotate.artifact_io import (
     PROJECT_JSON,
@@ -82,10 +83,13 @@ def run_export(
         document_root: Label Studio's local-files document root (the server's
             ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``, shared with it); default: that env var.
             Images are copied under ``<root>/onereward/<title>-<version>/``.
-        image_url_prefix: instead of local files, the URL prefix (``s3://...``, ``gs://...``) under
-            which the artifact's ``overlays/`` and ``candidates/`` folders are synced for cloud storage;
-            the bucket is connected to each project as a (presigned) import storage, with the
-            credentials of the Label Studio deployment itself (none pass through the pipeline).
+        image_url_prefix: instead of local files, cloud storage. ``s3://bucket/prefix`` (AWS S3,
+            MinIO): export uploads every task image there itself, content-addressed like Local
+            Storage, with boto3's credentials (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``);
+            see :mod:`onereward.annotate.cloud_storage`. ``gs://...`` or ``http(s)://...``: the
+            artifact's ``overlays/`` and ``candidates/`` folders must be synced under the prefix by
+            you. An s3/gs bucket is connected to each project as a presigned import storage, read
+            with the credentials of the Label Studio deployment itself.
         s3_endpoint: S3 endpoint URL for MinIO or other S3-compatible stores ("" = AWS).
         project_title, project_version: the projects are titled ``"<title> <version> [<set>]"``;
             the same title and version reuse the same projects.
@@ -129,6 +133,8 @@ def run_export(
         # Fail fast (token, reachability, image storage) before the slow local work.
         client = LabelStudioClient(label_studio_url, max_retries=max_retries)
         client.check_auth()
+        if params["image_url_prefix"] and params["image_url_prefix"].startswith("s3://"):
+            cloud_storage.s3_client(params["s3_endpoint"])  # credentials present?
         if not params["image_url_prefix"]:
             if not params["document_root"]:
                 raise InputError(
@@ -162,7 +168,14 @@ def run_export(
         else:
             with art.timer("server_s"):
                 payloads, task_map, projects, new_by_set = _export_to_server(
-                    client, art.path, drafts, configs, params, chunk_size=chunk_size
+                    client,
+                    art.path,
+                    drafts,
+                    configs,
+                    params,
+                    chunk_size=chunk_size,
+                    metrics=art.metrics,
+                    timer=art.timer,
                 )
         for name, cfg in configs.items():
             projects.setdefault(name, {"project_id": None})
@@ -214,11 +227,21 @@ def _export_to_server(
     params: dict[str, Any],
     *,
     chunk_size: int,
+    metrics: dict[str, Any],
+    timer: Callable[[str], Any],
 ) -> tuple[list[dict], dict[str, int], dict[str, dict[str, Any]], dict[str, int]]:
     title, version = params["project_title"], params["project_version"]
     storage_dir: Path | None = None
+    published = False  # True: task URLs use the content-addressed layout of ex.published_rel
     if params["image_url_prefix"]:
         prefix = params["image_url_prefix"].rstrip("/")
+        if prefix.startswith("s3://"):
+            files = {(ex.published_rel(d, rel), root / rel) for d in drafts for rel in d.images.values()}
+            with timer("upload_s"):
+                metrics["image_upload"] = cloud_storage.upload_images(
+                    files, prefix, endpoint=params["s3_endpoint"]
+                )
+            published = True
 
         def url_of(rel: str) -> str:
             return f"{prefix}/{rel}"
@@ -226,6 +249,7 @@ def _export_to_server(
         doc_root = Path(params["document_root"])
         storage_dir = (doc_root / "onereward" / f"{ex.slug(title)}-{ex.slug(version)}").resolve()
         ex.publish_images(root, drafts, storage_dir)
+        published = True
 
         def url_of(rel: str) -> str:
             return ex.local_files_url(doc_root, storage_dir / rel)  # type: ignore[operator]
@@ -248,7 +272,7 @@ def _export_to_server(
                 client, pid, params["image_url_prefix"], s3_endpoint=params["s3_endpoint"]
             )
         mine = [d for d in drafts if d.dimension_set == name]
-        if storage_dir is not None:
+        if published:
             pairs = [
                 (d.key, ex.task_payload(d, lambda rel, d=d: url_of(ex.published_rel(d, rel)))) for d in mine
             ]
