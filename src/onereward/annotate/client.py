@@ -157,6 +157,7 @@ class LabelStudioClient:
         )
 
         exports = self.sdk.projects.exports
+        t0 = time.perf_counter()
         only_id = SerializationOptionRequest(only_id=True)
         snapshot = exports.create(
             project_id,
@@ -206,6 +207,16 @@ class LabelStudioClient:
             raise InputError(
                 f"Label Studio at {self.url}: the export of project {project_id} is not a list of tasks"
             )
+        seconds = time.perf_counter() - t0
+        log.info(
+            "project %d: %d tasks read from export snapshot %d (%.1f MB) in %.1f s (%.0f tasks/s)",
+            project_id,
+            len(tasks),
+            export_id,
+            len(body) / 1e6,
+            seconds,
+            len(tasks) / max(seconds, 1e-9),
+        )
         return tasks
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:
