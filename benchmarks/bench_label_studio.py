@@ -13,6 +13,7 @@ import), then ``run_import`` reads them back from the server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -134,6 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000, help="number of tasks (items)")
     parser.add_argument("--chunk-size", type=int, default=500, help="tasks per import request")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="the cluster route: task images uploaded to a local S3 server (moto) instead of Local Storage",
+    )
     args = parser.parse_args(argv)
 
     from onereward.annotate.client import LabelStudioClient
@@ -146,13 +152,33 @@ def main(argv: list[str] | None = None) -> dict:
         "chunk_size": args.chunk_size,
         "load_avg_1m_start": os.getloadavg()[0],
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    results["storage"] = "s3" if args.s3 else "local"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp_path = Path(tmp)
         t0 = time.perf_counter()
         make_candidates(tmp_path / "candidates", args.tasks)
         results["fixture_s"] = round(time.perf_counter() - t0, 2)
-        server = server_from_template(default_venv() / "onereward-template", tmp_path / "ls")
+        server_env: dict[str, str] = {}
+        if args.s3:
+            import boto3
+
+            from onereward.annotate.local_s3 import TEST_CREDENTIALS, running_s3
+
+            endpoint = stack.enter_context(running_s3(tmp_path / "s3"))
+            os.environ.update(TEST_CREDENTIALS)
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+            # Label Studio reads the bucket with the same throwaway keys; its SSRF guard must let
+            # it reach 127.0.0.1 (see manifests/label-studio/values.yaml).
+            server_env = {**TEST_CREDENTIALS, "USE_DEFAULT_BANNED_SUBNETS": "false"}
+        server = server_from_template(
+            default_venv() / "onereward-template", tmp_path / "ls", extra_env=server_env
+        )
         server.start()
+        storage_kw = (
+            {"image_url_prefix": "s3://bench/run", "s3_endpoint": endpoint}
+            if args.s3
+            else {"document_root": str(server.document_root)}
+        )
         os.environ["LABEL_STUDIO_API_KEY"] = server.token
         try:
             t0 = time.perf_counter()
@@ -160,18 +186,20 @@ def main(argv: list[str] | None = None) -> dict:
                 str(tmp_path / "candidates"),
                 str(tmp_path / "project"),
                 label_studio_url=server.url,
-                document_root=str(server.document_root),
                 chunk_size=args.chunk_size,
+                **storage_kw,
             )
             results["export_s"] = round(time.perf_counter() - t0, 2)
             results["export_new_tasks"] = m["n_new_tasks"]
+            if args.s3:
+                results["image_upload"] = m["image_upload"]
             t0 = time.perf_counter()
             m = run_export(
                 str(tmp_path / "candidates"),
                 str(tmp_path / "project-rerun"),
                 label_studio_url=server.url,
-                document_root=str(server.document_root),
                 chunk_size=args.chunk_size,
+                **storage_kw,
             )
             results["export_rerun_s"] = round(time.perf_counter() - t0, 2)
             results["export_rerun_new_tasks"] = m["n_new_tasks"]
@@ -205,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         results["load_avg_1m_end"] = os.getloadavg()[0]
         rows = [
-            [f"export {args.tasks} tasks (new projects)", results["export_s"], "target < 120 s"],
+            [f"export {args.tasks} tasks (new projects, {results['storage']} storage)", results["export_s"],
+             "target < 120 s"],
             [f"export rerun (0 new of {args.tasks})", results["export_rerun_s"], ""],
             [f"import {results['import_tasks']} annotated tasks ({results['import_pairs']} pairs)", results["import_s"],
              "target < 20 s"],
@@ -213,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]  # fmt: skip
         print_table("Label Studio round trip (local server, 2 cores)", ["step", "seconds", "note"], rows)
         results["targets_met"] = {"export": results["export_s"] < 120, "import": results["import_s"] < 20}
-        write_results("label_studio", results)
+        write_results("label_studio_s3" if args.s3 else "label_studio", results)
         print("removing the temporary files ...", flush=True)
     return results
 

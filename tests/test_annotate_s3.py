@@ -12,8 +12,8 @@ import httpx
 import pytest
 from annotate_helpers import synthetic_candidates
 from labelstudio import running_label_studio
-from s3server import TEST_CREDENTIALS, running_s3
 
+from onereward.annotate.local_s3 import TEST_CREDENTIALS, running_s3
 from onereward.annotate.local_server import LocalLabelStudio
 from onereward.annotate.stage import run_export, run_import, run_simulate
 from onereward.artifacts import ArtifactError

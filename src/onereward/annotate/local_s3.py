@@ -1,8 +1,9 @@
-"""A real S3-compatible server for tests: moto's standalone server on 127.0.0.1 (``moto[server]``).
+"""A local S3-compatible server for tests and benchmarks: moto's standalone server on 127.0.0.1.
 
-Started as its own process on a free port and stopped by its process handle. It checks
-signatures loosely but speaks the S3 REST API that boto3 and Label Studio use, so the upload,
-presigned-URL and storage-connection code runs unchanged.
+``moto[server]`` is a development dependency (``pip install -e .[dev]``); its ``moto_server``
+program runs as its own process on a free port and is stopped by its process handle. It speaks
+the S3 REST API that boto3 and Label Studio use, so the upload, presigned-URL and
+storage-connection code of the S3 route runs unchanged against it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onereward.annotate.local_server import free_port
+from onereward.errors import InputError
 
 # Throwaway credentials for the local server only.
 TEST_CREDENTIALS = {
@@ -31,6 +33,9 @@ def running_s3(log_dir: Path) -> Iterator[str]:
     """Start moto's S3 server; yields its endpoint URL (``http://127.0.0.1:<port>``)."""
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
+    if not exe.is_file():
+        raise InputError(f"{exe}: not found; install the development extras (pip install -e '.[dev]')")
+    log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / "moto.log", "ab")  # noqa: SIM115 - the process owns it until stop
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
