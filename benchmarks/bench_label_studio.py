@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/bench_label_studio.py [--tasks 10000] [--chunk-size 500]``.
 Targets on the 2-core dev machine: export of 10,000 tasks under 120 s, import of 10,000 annotated
 tasks under 20 s. The server is started from the migrated template (see
-onereward.annotate.local_server); the candidates are small generated images (the content does not
+onereward.testing.local_label_studio); the candidates are small generated images (the content does not
 matter for timing). For the import, the same items are put into a second set of projects with
 one valid annotation per task in the import request (Label Studio's API has no bulk annotation
 endpoint in the open-source edition, and 10,000 single POSTs would time the simulator, not the
@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from onereward.annotate.client import LabelStudioClient
-    from onereward.annotate.local_server import default_venv, server_from_template
-    from onereward.annotate.stage import run_export, run_import
+    from onereward.annotate.export import run_export
+    from onereward.annotate.importer import run_import
+    from onereward.testing.local_label_studio import default_venv, server_from_template
 
     # The dev machine is shared: record its load so timings can be read in context.
     results: dict = {
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.s3:
             import boto3
 
-            from onereward.annotate.local_s3 import TEST_CREDENTIALS, running_s3
+            from onereward.testing.local_s3 import TEST_CREDENTIALS, running_s3
 
             endpoint = stack.enter_context(running_s3(tmp_path / "s3"))
             os.environ.update(TEST_CREDENTIALS)

@@ -1,12 +1,26 @@
-"""Component simulate_annotations: oracle annotators answering the tasks (embedded default, tests)."""
+"""Component simulate_annotations: oracle annotators answering the tasks (embedded default, tests).
+
+Parameters are the fields of :class:`onereward.annotate.config.SimulateConfig` (descriptions come
+from there).
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
+from onereward.annotate.config import SimulateConfig
+from onereward.config import documented
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    SimulateConfig,
+    "Answer every task with the synthetic oracle through the Label Studio API (or offline).",
+    project="Input project reference.",
+    annotations="Output annotations (Label Studio export format, or the project reference).",
+    report="HTML summary.",
+    metrics="Counts of answered tasks and choices.",
+)
 def simulate_annotations(
     project: Input[Artifact],
     annotations: Output[Artifact],
@@ -17,22 +31,10 @@ def simulate_annotations(
     annotators: int = 1,
     seed: int = 0,
 ):
-    """Answer every task with the synthetic oracle through the Label Studio API (or offline).
-
-    Args:
-        project: input project reference.
-        annotations: output annotations (Label Studio export format, or the project reference).
-        report: HTML summary.
-        metrics: counts of answered tasks and choices.
-        noise: annotator noise.
-        threshold: oracle score spread below which a dimension is "No clear difference".
-        annotators: simulated annotators per task.
-        seed: noise seed.
-    """
-    from onereward.annotate.stage import run_simulate
+    from onereward.annotate.config import SimulateConfig
+    from onereward.annotate.simulate import run_simulate
+    from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
 
-    run_simulate(
-        project.path, annotations.path, noise=noise, threshold=threshold, annotators=annotators, seed=seed
-    )
+    run_simulate(project.path, annotations.path, **from_kfp(SimulateConfig, locals()))
     publish(annotations, report, metrics)

@@ -1,6 +1,6 @@
 """Take a screenshot of the Label Studio labeling UI for one real task -> docs/labeling-ui.png.
 
-Starts a local Label Studio (from the migrated template, see onereward.annotate.local_server),
+Starts a local Label Studio (from the migrated template, see onereward.testing.local_label_studio),
 exports a small synthetic candidates artifact to it with ``run_export``, starts headless
 Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``), logs in through the
 Django login form and opens one task of the four-dimension project, all driven over the Chrome
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import websocket
 
-from onereward.annotate.local_server import default_venv, free_port, server_from_template
-from onereward.annotate.stage import run_export
+from onereward.annotate.export import run_export
 from onereward.synth.candidates import make_candidates
-from onereward.synth.world import make_pool
+from onereward.synth.stage import make_pool
+from onereward.testing.local_label_studio import default_venv, free_port, server_from_template
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from onereward.artifacts import ArtifactWriter
 from onereward.imageio import load_mask, load_rgb
 from onereward.synth import oracle
 from onereward.synth.candidates import make_candidates
-from onereward.synth.world import make_pool
+from onereward.synth.stage import make_pool
 from onereward.tables import write_table
 
 

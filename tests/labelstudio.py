@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from onereward.annotate.local_server import (
+from onereward.testing.local_label_studio import (
     LocalLabelStudio,
     default_venv,
     ensure_installed,

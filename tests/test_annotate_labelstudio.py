@@ -16,11 +16,13 @@ from label_studio_sdk.projects.client import ProjectsClient
 from labelstudio import running_label_studio
 
 from onereward.annotate.client import LabelStudioUnavailable
+from onereward.annotate.export import run_export
+from onereward.annotate.importer import run_import
 from onereward.annotate.labeling_config import choice_result
-from onereward.annotate.local_server import LocalLabelStudio
-from onereward.annotate.stage import run_export, run_import, run_simulate
+from onereward.annotate.simulate import run_simulate
 from onereward.errors import InputError
 from onereward.tables import read_table
+from onereward.testing.local_label_studio import LocalLabelStudio
 
 pytestmark = pytest.mark.labelstudio
 

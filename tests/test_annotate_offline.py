@@ -12,11 +12,10 @@ from annotate_helpers import oracle_pairs, subset_candidates, synthetic_candidat
 
 from onereward import tasks
 from onereward.annotate.agreement import krippendorff_alpha_nominal, pairwise_agreement
-from onereward.annotate.export import mask_overlay
-from onereward.annotate.importer import Vote, merge_votes, process_export, validate_annotation
+from onereward.annotate.export import mask_overlay, run_export
+from onereward.annotate.importer import Vote, merge_votes, process_export, run_import, validate_annotation
 from onereward.annotate.labeling_config import DIMENSION_SETS, build_labeling_config, choice_result
-from onereward.annotate.simulate import choose
-from onereward.annotate.stage import run_export, run_import, run_simulate
+from onereward.annotate.simulate import choose, run_simulate
 from onereward.artifacts import ArtifactError, read_artifact
 from onereward.errors import InputError
 from onereward.tables import read_table

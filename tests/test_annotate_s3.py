@@ -13,11 +13,13 @@ import pytest
 from annotate_helpers import synthetic_candidates
 from labelstudio import running_label_studio
 
-from onereward.annotate.local_s3 import TEST_CREDENTIALS, running_s3
-from onereward.annotate.local_server import LocalLabelStudio
-from onereward.annotate.stage import run_export, run_import, run_simulate
+from onereward.annotate.export import run_export
+from onereward.annotate.importer import run_import
+from onereward.annotate.simulate import run_simulate
 from onereward.artifacts import ArtifactError
 from onereward.errors import InputError
+from onereward.testing.local_label_studio import LocalLabelStudio
+from onereward.testing.local_s3 import TEST_CREDENTIALS, running_s3
 
 pytestmark = pytest.mark.labelstudio
 

@@ -1,10 +1,18 @@
-"""CLI subcommands of the annotation stages: ``export``, ``simulate-annotations``, ``import``."""
+"""CLI subcommands of the annotation stages: ``export``, ``simulate-annotations``, ``import``.
+
+The stage settings are flags derived from :mod:`onereward.annotate.config` (one per field); the
+inputs and outputs (``--candidates``, ``--project``, ``--out``) are written here. The API token is
+never a flag: it is read from ``LABEL_STUDIO_API_KEY``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from onereward.annotate.config import ExportConfig, ImportConfig, SimulateConfig
+from onereward.config import add_arguments, overrides_from_args
 
 # Kept here (not imported from annotate.client) so `onereward --help` does not import the
 # Label Studio SDK (about 2 s); tests check they equal the client's.
@@ -18,48 +26,23 @@ def _print(metrics: dict) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from onereward.annotate.stage import run_export
+    from onereward.annotate.export import run_export
 
-    return _print(
-        run_export(
-            args.candidates,
-            args.out,
-            label_studio_url=args.label_studio_url,
-            document_root=args.document_root,
-            image_url_prefix=args.image_url_prefix,
-            s3_endpoint=args.s3_endpoint,
-            project_title=args.project_title,
-            project_version=args.project_version,
-            chunk_size=args.chunk_size,
-            predictions=args.predictions,
-            reward_model=args.reward_model,
-            overlap=args.overlap,
-        )
-    )
+    return _print(run_export(args.candidates, args.out, **overrides_from_args(args, ExportConfig)))
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from onereward.annotate.stage import run_simulate
+    from onereward.annotate.simulate import run_simulate
 
-    out = args.out or str(
-        Path(args.project.rstrip("/")).with_name(Path(args.project.rstrip("/")).name + "-annotations")
-    )
-    return _print(
-        run_simulate(
-            args.project,
-            out,
-            noise=args.noise,
-            threshold=args.threshold,
-            annotators=args.annotators,
-            seed=args.seed,
-        )
-    )
+    project = Path(args.project.rstrip("/"))
+    out = args.out or str(project.with_name(project.name + "-annotations"))
+    return _print(run_simulate(args.project, out, **overrides_from_args(args, SimulateConfig)))
 
 
 def _import(args: argparse.Namespace) -> int:
-    from onereward.annotate.stage import run_import
+    from onereward.annotate.importer import run_import
 
-    return _print(run_import(args.project, args.out))
+    return _print(run_import(args.project, args.out, **overrides_from_args(args, ImportConfig)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,39 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export_annotations: put candidates into Label Studio (best/worst per dimension)",
         description="Create or reuse Label Studio projects (one per dimension set, titled "
         "'<title> <version> [<set>]') and import one task per item; reruns add no duplicate tasks. "
-        "Without --label-studio-url the task list is written offline (tasks.json). " + token_note,
+        "Without --label-studio-url the task list is written offline (tasks.json). Images are served "
+        f"from --document-root (default: ${DOCUMENT_ROOT_ENV}) or from --image-url-prefix: s3:// "
+        "prefixes are uploaded by export with boto3's credentials (AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY; MinIO with --s3-endpoint), gs:// prefixes must hold the artifact's "
+        "overlays/ and candidates/ (sync them yourself). " + token_note,
     )
     p.add_argument("--candidates", required=True, help="candidates artifact directory")
     p.add_argument("--out", required=True, help="output project artifact directory")
-    p.add_argument(
-        "--label-studio-url", default="", help="Label Studio URL, e.g. http://127.0.0.1:8080 ('' = offline)"
-    )
-    p.add_argument(
-        "--document-root",
-        default="",
-        help=f"Label Studio's local-files document root (default: ${DOCUMENT_ROOT_ENV}); images are copied under it",
-    )
-    p.add_argument(
-        "--image-url-prefix",
-        default="",
-        help="serve images from cloud storage instead: s3://bucket/prefix (uploaded by export with "
-        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; MinIO with --s3-endpoint) or gs://bucket/prefix (sync the "
-        "artifact's overlays/ and candidates/ there yourself)",
-    )
-    p.add_argument("--s3-endpoint", default="", help="S3 endpoint for MinIO/S3-compatible stores ('' = AWS)")
-    p.add_argument("--project-title", default="onereward", help="project title (default: onereward)")
-    p.add_argument(
-        "--project-version", default="v1", help="project version; same title+version = same project"
-    )
-    p.add_argument("--chunk-size", type=int, default=500, help="tasks per import request (default 500)")
-    p.add_argument(
-        "--predictions",
-        choices=("none", "oracle", "reward_model"),
-        default="none",
-        help="pre-annotations shown to annotators (default none)",
-    )
-    p.add_argument("--reward-model", default="", help="reward_model artifact for --predictions reward_model")
-    p.add_argument("--overlap", type=int, default=1, help="annotators per task in new projects (default 1)")
+    add_arguments(p, ExportConfig)
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -114,12 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--project", required=True, help="project artifact from `onereward export`")
     p.add_argument("--out", default="", help="output annotations artifact (default: <project>-annotations)")
-    p.add_argument(
-        "--noise", type=float, default=0.0, help="std of Gaussian noise on oracle scores (default 0)"
-    )
-    p.add_argument("--threshold", type=float, default=0.02, help="'No clear difference' below this spread")
-    p.add_argument("--annotators", type=int, default=1, help="simulated annotators per task (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    add_arguments(p, SimulateConfig)
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser(
@@ -131,4 +85,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--project", required=True, help="project or annotations artifact")
     p.add_argument("--out", required=True, help="output preferences artifact directory")
+    add_arguments(p, ImportConfig)
     p.set_defaults(func=_import)

@@ -149,6 +149,34 @@ class LabelStudioClient:
         data manager's task list (``/api/tasks/?fields=all``, which computes every data-manager
         column) and 47 s for the synchronous ``/export`` endpoint.
         """
+        exports = self.sdk.projects.exports
+        t0 = time.perf_counter()
+        snapshot = self._create_export_snapshot(project_id)
+        export_id = int(snapshot.id)
+        try:
+            self._wait_for_snapshot(project_id, export_id, snapshot.status, poll_timeout, poll_interval)
+            body = b"".join(exports.download(project_id, export_id, export_type="JSON"))
+        finally:
+            try:
+                exports.delete(project_id, export_id)
+            except (ApiError, *_TRANSIENT) as e:  # best effort: a leftover snapshot is harmless
+                log.warning("could not delete export snapshot %d of project %d: %s", export_id, project_id, e)
+        tasks = self._parse_export(project_id, body)
+        seconds = time.perf_counter() - t0
+        log.info(
+            "project %d: %d tasks read from export snapshot %d (%.1f MB) in %.1f s (%.0f tasks/s)",
+            project_id,
+            len(tasks),
+            export_id,
+            len(body) / 1e6,
+            seconds,
+            len(tasks) / max(seconds, 1e-9),
+        )
+        return tasks
+
+    def _create_export_snapshot(self, project_id: int) -> Any:
+        """Start an export snapshot of every task and annotation (ids only for drafts, predictions
+        and annotators; no history)."""
         from label_studio_sdk.types import (
             LseAnnotationFilterOptionsRequest,
             LseTaskFilterOptionsRequest,
@@ -156,10 +184,8 @@ class LabelStudioClient:
             SerializationOptionsRequest,
         )
 
-        exports = self.sdk.projects.exports
-        t0 = time.perf_counter()
         only_id = SerializationOptionRequest(only_id=True)
-        snapshot = exports.create(
+        return self.sdk.projects.exports.create(
             project_id,
             title=f"onereward import {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
             task_filter_options=LseTaskFilterOptionsRequest(only_with_annotations=False),
@@ -174,29 +200,29 @@ class LabelStudioClient:
                 interpolate_key_frames=False,
             ),
         )
-        export_id = int(snapshot.id)
-        try:
-            status, deadline, delay = snapshot.status, time.monotonic() + poll_timeout, poll_interval
-            while status != "completed":
-                if status == "failed":
-                    raise InputError(
-                        f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
-                        "failed on the server; see the server's log, then rerun"
-                    )
-                if time.monotonic() > deadline:
-                    raise InputError(
-                        f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
-                        f"is still {status!r} after {poll_timeout:.0f} s; is the server's export worker running?"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
-                status = exports.get(project_id, export_id).status
-            body = b"".join(exports.download(project_id, export_id, export_type="JSON"))
-        finally:
-            try:
-                exports.delete(project_id, export_id)
-            except (ApiError, *_TRANSIENT) as e:  # best effort: a leftover snapshot is harmless
-                log.warning("could not delete export snapshot %d of project %d: %s", export_id, project_id, e)
+
+    def _wait_for_snapshot(
+        self, project_id: int, export_id: int, status: str, poll_timeout: float, poll_interval: float
+    ) -> None:
+        """Poll the snapshot (growing intervals, at most 5 s) until it is ``completed``."""
+        deadline, delay = time.monotonic() + poll_timeout, poll_interval
+        while status != "completed":
+            if status == "failed":
+                raise InputError(
+                    f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
+                    "failed on the server; see the server's log, then rerun"
+                )
+            if time.monotonic() > deadline:
+                raise InputError(
+                    f"Label Studio at {self.url}: the export snapshot {export_id} of project {project_id} "
+                    f"is still {status!r} after {poll_timeout:.0f} s; is the server's export worker running?"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+            status = self.sdk.projects.exports.get(project_id, export_id).status
+
+    def _parse_export(self, project_id: int, body: bytes) -> list[dict[str, Any]]:
+        """The downloaded export as a list of tasks (a clear error when it is not one)."""
         try:
             tasks = json.loads(body)
         except json.JSONDecodeError as e:
@@ -207,16 +233,6 @@ class LabelStudioClient:
             raise InputError(
                 f"Label Studio at {self.url}: the export of project {project_id} is not a list of tasks"
             )
-        seconds = time.perf_counter() - t0
-        log.info(
-            "project %d: %d tasks read from export snapshot %d (%.1f MB) in %.1f s (%.0f tasks/s)",
-            project_id,
-            len(tasks),
-            export_id,
-            len(body) / 1e6,
-            seconds,
-            len(tasks) / max(seconds, 1e-9),
-        )
         return tasks
 
     def export_tasks(self, project_id: int) -> list[dict[str, Any]]:

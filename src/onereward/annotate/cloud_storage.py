@@ -109,35 +109,11 @@ def upload_images(
     todo = sorted(set(files))
     s3 = s3_client(endpoint)
     key_of = {rel: f"{prefix}/{rel}" if prefix else rel for rel, _ in todo}
-    present: dict[str, tuple[int, str]] = {}
-    try:
-        pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                present[obj["Key"]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
-    except (ClientError, BotoCoreError) as e:
-        raise _s3_error(e, bucket, endpoint) from None
+    present = _present_objects(s3, bucket, prefix, endpoint)
 
     def one(item: tuple[str, Path]) -> bool:
         rel, src = item
-        key = key_of[rel]
-        data = src.read_bytes()
-        if key in present:
-            size, etag = present[key]
-            same = size == len(data) and (
-                etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
-                or s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
-            )
-            if same:
-                return False
-            raise ArtifactError(
-                f"--image-url-prefix: s3://{bucket}/{key} holds other bytes than {src}; published images are "
-                "never replaced (tasks may already be annotated on them). Use a new --project-version."
-            )
-        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/png")
-        return True
+        return _upload_one(s3, bucket, key_of[rel], src, present.get(key_of[rel]))
 
     n_uploaded = 0
     with Throughput("images") as tp, ThreadPoolExecutor(max(1, workers)) as pool:
@@ -163,3 +139,40 @@ def upload_images(
         "seconds": round(tp.elapsed, 3),
         "images_per_second": round(tp.rate, 1),
     }
+
+
+def _present_objects(s3: Any, bucket: str, prefix: str, endpoint: str | None) -> dict[str, tuple[int, str]]:
+    """``{key: (size, ETag)}`` of the objects under ``prefix`` (one listing, paged)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    present: dict[str, tuple[int, str]] = {}
+    try:
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                present[obj["Key"]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
+    except (ClientError, BotoCoreError) as e:
+        raise _s3_error(e, bucket, endpoint) from None
+    return present
+
+
+def _upload_one(s3: Any, bucket: str, key: str, src: Path, present: tuple[int, str] | None) -> bool:
+    """Upload ``src`` to ``key`` unless ``present`` (size, ETag) says it holds these bytes already;
+    True when uploaded. Different bytes at the key are never replaced (an ArtifactError)."""
+    data = src.read_bytes()
+    if present is not None:
+        size, etag = present
+        same = size == len(data) and (
+            etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+            or s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+        )
+        if same:
+            return False
+        raise ArtifactError(
+            f"--image-url-prefix: s3://{bucket}/{key} holds other bytes than {src}; published images are "
+            "never replaced (tasks may already be annotated on them). Use a new --project-version."
+        )
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/png")
+    return True

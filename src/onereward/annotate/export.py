@@ -1,4 +1,4 @@
-"""export_annotations: put every item with its candidates into Label Studio as one task.
+"""Stage export_annotations: put every item with its candidates into Label Studio as one task.
 
 Tasks are grouped by dimension set (see :mod:`labeling_config`); each set has its own project
 titled ``"<title> <version> [<set>]"``, created once and reused on reruns (same title and version
@@ -8,16 +8,28 @@ and a changed candidate set (new images) becomes a new task.
 
 Images reach annotators through Label Studio storage, never as data URIs: copied under the Local
 Storage document root (``--document-root`` or ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) and
-served at ``/data/local-files/?d=...``; or, on a cluster with S3/GCS/MinIO, read from
-``image_url_prefix`` (e.g. ``s3://bucket/onereward/<title>-<version>``) after the artifact's
-``overlays/`` and ``candidates/`` folders were synced there and the bucket was connected as
-the project's cloud storage (see manifests/label-studio/README.md).
+served at ``/data/local-files/?d=...``; or, on a cluster, read from ``image_url_prefix``: an
+``s3://`` prefix (AWS S3, MinIO) that export uploads the images to itself
+(:mod:`onereward.annotate.cloud_storage`), or a ``gs://`` / ``http(s)://`` prefix the artifact's
+``overlays/`` and ``candidates/`` folders were synced to; an s3/gs bucket is connected to each
+project as a presigned import storage (see manifests/label-studio/README.md).
+
+Without a Label Studio URL (the embedded demo) nothing leaves the artifact: ``tasks.json`` holds
+the task list with image paths relative to the artifact, numbered 1, 2, ... for
+simulate_annotations. The API token is never a setting: it is read from ``LABEL_STUDIO_API_KEY``.
+
+Entry point: :func:`run_export`; settings: :class:`onereward.annotate.config.ExportConfig`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
+import os
 import re
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +39,16 @@ import numpy as np
 from tqdm import tqdm
 
 from onereward import tasks as task_table
-from onereward.annotate.artifact_io import CandidateSet, link_or_copy
-from onereward.annotate.client import LabelStudioClient
+from onereward.annotate import cloud_storage
+from onereward.annotate.artifact_io import (
+    PROJECT_JSON,
+    CandidateSet,
+    copy_candidate_set,
+    link_or_copy,
+    read_candidate_set,
+)
+from onereward.annotate.client import DOCUMENT_ROOT_ENV, LabelStudioClient
+from onereward.annotate.config import ExportConfig
 from onereward.annotate.labeling_config import (
     OVERLAY_KEY,
     PROMPT_KEY,
@@ -39,15 +59,264 @@ from onereward.annotate.labeling_config import (
     choice_result,
     dimension_set_name,
 )
-from onereward.artifacts import ArtifactError
+from onereward.annotate.simulate import annotate_task, choose, oracle_scores
+from onereward.artifacts import ArtifactError, ArtifactWriter, write_json_atomic
 from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
+from onereward.report import html_table, img_tag, png_data_uri, write_html_report
 
 log = get_logger("annotate.export")
 
+STAGE = "export_annotations"
 KEY_FIELD = "onereward_key"
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Placement:
+    """Where the tasks went: the task list written to tasks.json, the task id of every item, and
+    per dimension set the project id (None offline) and how many tasks this run added."""
+
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    task_map: dict[str, int] = field(default_factory=dict)
+    project_ids: dict[str, int | None] = field(default_factory=dict)
+    n_new: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ImageHosting:
+    """How annotators' browsers reach the task images, and the storage each project connects."""
+
+    url_of: Callable[[TaskDraft, str], str]  # (task, image path in the artifact) -> URL in the task
+    local_dir: Path | None = None  # Local Storage folder (under the document root)
+    cloud_prefix: str | None = None  # s3:// or gs:// bucket prefix (http(s) needs no storage)
+
+
+def run_export(candidates: str, out: str, **settings: Any) -> dict[str, Any]:
+    """export_annotations: create/reuse the Label Studio projects and import one task per item.
+
+    Args:
+        candidates: ``candidates`` artifact directory (items, N candidates per item).
+        out: output ``project`` artifact directory (project.json, tables, images, overlays,
+            label_configs/, tasks.json, report.html).
+        settings: fields of :class:`~onereward.annotate.config.ExportConfig` (None or absent =
+            the default). The API token is read from ``LABEL_STUDIO_API_KEY``.
+
+    Returns the metrics (``n_tasks``, ``n_new_tasks``, ``n_projects``, tasks per task and set).
+    """
+    started = time.perf_counter()
+    # 1. Check the settings and read the candidates; with a server, check the token, the server
+    #    and where the images will be served from before the slow local work.
+    cfg = ExportConfig.resolve(None, settings)
+    cs = read_candidate_set(candidates, kind="candidates", what="--candidates")
+    params = export_parameters(cfg)
+    client = connect(cfg)
+    with ArtifactWriter(out, kind="project", stage=STAGE, parameters=params, inputs=[cs.manifest]) as art:
+        # 2. Copy the candidates, draw the mask overlays and describe one task per item.
+        with art.timer("copy_s"):
+            copy_candidate_set(cs, art.path)
+        with art.timer("tasks_s"):
+            drafts = build_task_drafts(
+                cs, art.path, predictions=cfg.predictions, reward_model=cfg.reward_model
+            )
+        # 3. One labeling config per dimension set.
+        configs = group_configs(cs, drafts)
+        write_label_configs(art.path, configs)
+        # 4. Put the tasks into their projects (offline: number them for tasks.json).
+        if client is None:
+            placement = place_offline(drafts, configs)
+        else:
+            with art.timer("server_s"):
+                placement = place_on_server(client, art, drafts, configs, cfg)
+        # 5. Write the project reference, the task list, the metrics and the report.
+        project = project_reference(cfg, configs, drafts, placement)
+        write_json_atomic(art.path / PROJECT_JSON, project)
+        write_json_atomic(art.path / "tasks.json", placement.payloads)
+        _record_metrics(art, drafts, project, placement, started=started, online=client is not None)
+        _export_report(art.path, drafts, project, configs, placement.n_new)
+    log.info("export_annotations: %d tasks in %d project(s) -> %s", len(drafts), len(configs), out)
+    return dict(art.metrics)
+
+
+def document_root(cfg: ExportConfig) -> str | None:
+    """Label Studio's local-files document root: the setting, else ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``."""
+    return cfg.document_root or os.environ.get(DOCUMENT_ROOT_ENV) or None
+
+
+def export_parameters(cfg: ExportConfig) -> dict[str, Any]:
+    """The parameters recorded in the manifest (unset text settings as None; never the token)."""
+    return {
+        "label_studio_url": cfg.label_studio_url or None,
+        "document_root": document_root(cfg),
+        "image_url_prefix": cfg.image_url_prefix or None,
+        "s3_endpoint": cfg.s3_endpoint or None,
+        "project_title": cfg.project_title,
+        "project_version": cfg.project_version,
+        "chunk_size": cfg.chunk_size,
+        "predictions": cfg.predictions,
+        "reward_model": cfg.reward_model or None,
+        "overlap": cfg.overlap,
+    }
+
+
+def connect(cfg: ExportConfig) -> LabelStudioClient | None:
+    """The server's client (None offline), after checking the token, the server and the image
+    storage: S3 credentials for an s3:// prefix, else a document root that is a directory."""
+    if not cfg.label_studio_url:
+        return None
+    client = LabelStudioClient(cfg.label_studio_url, max_retries=cfg.max_retries)
+    client.check_auth()
+    if cfg.image_url_prefix.startswith("s3://"):
+        cloud_storage.s3_client(cfg.s3_endpoint or None)  # credentials present?
+    if not cfg.image_url_prefix:
+        root = document_root(cfg)
+        if not root:
+            raise InputError(
+                f"--document-root: images need a place Label Studio can serve them from: pass --document-root "
+                f"or set {DOCUMENT_ROOT_ENV} (local files), or --image-url-prefix (S3/GCS/MinIO storage)"
+            )
+        if not Path(root).is_dir():
+            raise InputError(f"--document-root: {root} is not a directory (Label Studio's local-files root)")
+    return client
+
+
+def write_label_configs(root: Path, configs: dict[str, LabelingConfig]) -> None:
+    """``label_configs/<dimension set>.xml``: the labeling config of each project."""
+    for name, config in configs.items():
+        (root / "label_configs").mkdir(exist_ok=True)
+        (root / "label_configs" / f"{name}.xml").write_text(config.xml)
+
+
+def place_offline(drafts: list[TaskDraft], configs: dict[str, LabelingConfig]) -> Placement:
+    """Without a server: tasks numbered 1, 2, ... in item order, image paths relative to the artifact."""
+    return Placement(
+        payloads=[task_payload(d, lambda rel: rel, task_id=i + 1) for i, d in enumerate(drafts)],
+        task_map={d.item_id: i + 1 for i, d in enumerate(drafts)},
+        project_ids={name: None for name in configs},
+        n_new={name: sum(d.dimension_set == name for d in drafts) for name in configs},
+    )
+
+
+def place_on_server(
+    client: LabelStudioClient,
+    art: ArtifactWriter,
+    drafts: list[TaskDraft],
+    configs: dict[str, LabelingConfig],
+    cfg: ExportConfig,
+) -> Placement:
+    """Publish the images, then per dimension set ensure the project and its storage and import
+    the tasks it does not hold yet."""
+    hosting = host_images(art, drafts, cfg)
+    placement = Placement()
+    for name, config in configs.items():
+        description = (
+            f"onereward annotation ({name}: {', '.join(config.dimensions)}). For each dimension pick the best "
+            "and the worst candidate, or 'No clear difference'."
+        )
+        title = project_title(cfg.project_title, cfg.project_version, name)
+        pid = ensure_project(client, title, config, description, overlap=cfg.overlap)
+        if hosting.local_dir is not None:
+            ensure_local_storage(client, pid, hosting.local_dir)
+        elif hosting.cloud_prefix:
+            ensure_cloud_storage(client, pid, hosting.cloud_prefix, s3_endpoint=cfg.s3_endpoint or None)
+        mine = [d for d in drafts if d.dimension_set == name]
+        pairs = [(d.key, task_payload(d, lambda rel, d=d: hosting.url_of(d, rel))) for d in mine]
+        have, n_new = import_tasks(client, pid, pairs, chunk_size=cfg.chunk_size)
+        for d, (_, payload) in zip(mine, pairs, strict=True):
+            placement.task_map[d.item_id] = have[d.key]
+            placement.payloads.append({"id": have[d.key], **payload})
+        placement.project_ids[name] = pid
+        placement.n_new[name] = n_new
+    return placement
+
+
+def host_images(art: ArtifactWriter, drafts: list[TaskDraft], cfg: ExportConfig) -> ImageHosting:
+    """Publish the task images where Label Studio serves them from and say how tasks name them.
+
+    Local Storage and s3:// uploads use the content-addressed layout of :func:`published_rel`;
+    gs:// and http(s):// prefixes name the artifact's own paths (synced there by the user).
+    """
+    root = art.path
+    if cfg.image_url_prefix:
+        prefix = cfg.image_url_prefix.rstrip("/")
+        if not prefix.startswith("s3://"):
+            return ImageHosting(lambda d, rel: f"{prefix}/{rel}", cloud_prefix=cfg.image_url_prefix)
+        files = {(published_rel(d, rel), root / rel) for d in drafts for rel in d.images.values()}
+        with art.timer("upload_s"):
+            art.metrics["image_upload"] = cloud_storage.upload_images(
+                files, prefix, endpoint=cfg.s3_endpoint or None
+            )
+        return ImageHosting(
+            lambda d, rel: f"{prefix}/{published_rel(d, rel)}", cloud_prefix=cfg.image_url_prefix
+        )
+    doc_root = Path(document_root(cfg) or "")  # connect() checked it is a directory
+    folder = f"{slug(cfg.project_title)}-{slug(cfg.project_version)}"
+    storage_dir = (doc_root / "onereward" / folder).resolve()
+    publish_images(root, drafts, storage_dir)
+    return ImageHosting(
+        lambda d, rel: local_files_url(doc_root, storage_dir / published_rel(d, rel)), local_dir=storage_dir
+    )
+
+
+def project_reference(
+    cfg: ExportConfig, configs: dict[str, LabelingConfig], drafts: list[TaskDraft], placement: Placement
+) -> dict[str, Any]:
+    """project.json: the server, the projects (one per dimension set) and every item's task id."""
+    projects = {
+        name: {
+            "project_id": placement.project_ids.get(name),
+            "title": project_title(cfg.project_title, cfg.project_version, name),
+            "dimensions": list(config.dimensions),
+            "n_candidates": config.n_candidates,
+            "label_config_sha": config.sha,
+            "n_tasks": sum(d.dimension_set == name for d in drafts),
+        }
+        for name, config in configs.items()
+    }
+    config_sha = hashlib.sha256("".join(configs[n].sha for n in sorted(configs)).encode()).hexdigest()
+    first_id = next((p["project_id"] for p in projects.values() if p["project_id"] is not None), None)
+    return {
+        "url": cfg.label_studio_url.rstrip("/") or None,
+        "project_id": first_id,
+        "title": cfg.project_title,
+        "version": cfg.project_version,
+        "task_map": placement.task_map,
+        "label_config_sha": config_sha,
+        "n_tasks": len(drafts),
+        "projects": projects,
+    }
+
+
+def _record_metrics(
+    art: ArtifactWriter,
+    drafts: list[TaskDraft],
+    project: dict[str, Any],
+    placement: Placement,
+    *,
+    started: float,
+    online: bool,
+) -> None:
+    per_task = Counter(d.data["edit_task"] for d in drafts)
+    n_projects = len(project["projects"])
+    art.counts.update({"n_tasks": len(drafts), "n_projects": n_projects})
+    art.metrics.update(
+        {
+            "n_tasks": len(drafts),
+            "n_new_tasks": sum(placement.n_new.values()),
+            "n_projects": n_projects,
+            "tasks_per_task": dict(per_task),
+            "tasks_per_dimension_set": {n: p["n_tasks"] for n, p in project["projects"].items()},
+            "online": online,
+            "tasks_per_second": round(len(drafts) / max(time.perf_counter() - started, 1e-9), 2),
+        }
+    )
+
+
+# --- tasks --------------------------------------------------------------------------------------
 
 
 def slug(text: str) -> str:
@@ -148,8 +417,6 @@ def build_task_drafts(
 
 def oracle_prediction(cs: CandidateSet, item_id: str, dimensions: list[str]) -> dict[str, Any]:
     """A pre-annotation with the noise-free oracle's best/worst (threshold 0)."""
-    from onereward.annotate.simulate import annotate_task, oracle_scores
-
     item = cs.items[item_id]
     rows = cs.candidates[item_id]
     scores = oracle_scores(
@@ -169,8 +436,6 @@ def reward_model_prediction(
     """A pre-annotation from the reward model: every ordered pair of candidates is compared per
     dimension; a candidate's score is its mean win probability (both orders, so position bias
     cancels); best = highest, worst = lowest."""
-    from onereward.annotate.simulate import choose
-
     item = cs.items[item_id]
     images = [load_rgb(cs.path(r["image"])) for r in cs.candidates[item_id]]
     source = load_rgb(cs.path(item["image"]))
@@ -424,3 +689,60 @@ def import_tasks(
     if n_new:
         log.info("imported %s into project %d", tp, project_id)
     return have, n_new
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _example_row(d: TaskDraft, root: Path) -> list[str]:
+    """One report row: the task's item, task, prompt, and its overlay and candidates as thumbnails."""
+    letters = candidate_letters(len(d.data["candidate_ids"]))
+    imgs = [img_tag(png_data_uri(root / d.images[OVERLAY_KEY], 96), "source + mask")]
+    imgs += [img_tag(png_data_uri(root / d.images[candidate_key(x)], 96), x) for x in letters]
+    return [
+        d.item_id,
+        d.data["edit_task"],
+        html.escape(d.data["prompt"]),
+        "<div>" + " ".join(imgs) + "</div>",
+    ]
+
+
+def _export_report(
+    root: Path,
+    drafts: list[TaskDraft],
+    project: dict[str, Any],
+    configs: dict[str, LabelingConfig],
+    new_by_set: dict[str, int],
+) -> None:
+    """report.html: the projects, one example task per dimension set, the labeling configs."""
+    rows = [
+        [
+            name,
+            p.get("project_id"),
+            p["title"],
+            p["n_tasks"],
+            new_by_set.get(name, 0),
+            ", ".join(p["dimensions"]),
+        ]
+        for name, p in project["projects"].items()
+    ]
+    seen: set[str] = set()
+    examples = []
+    for d in drafts:
+        if d.dimension_set not in seen:
+            seen.add(d.dimension_set)
+            examples.append(_example_row(d, root))
+    sections = [
+        (
+            "Projects",
+            f"<p>server: {html.escape(str(project['url']))} (offline: tasks.json)</p>"
+            + html_table(["dimension set", "project id", "title", "tasks", "new tasks", "dimensions"], rows),
+        ),
+        (
+            "One task per dimension set (source with mask, candidates A, B, ...)",
+            html_table(["item", "task", "prompt", "images"], examples),
+        ),
+    ]
+    for name, cfg in configs.items():
+        sections.append((f"Labeling config: {name}", f"<pre>{html.escape(cfg.xml)}</pre>"))
+    write_html_report(root / "report.html", "export_annotations", sections)

@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from onereward.annotate.local_server import free_port
 from onereward.errors import InputError
+from onereward.testing.local_label_studio import free_port
 
 # Throwaway credentials for the local server only.
 TEST_CREDENTIALS = {

@@ -1,4 +1,4 @@
-"""A local Label Studio server for tests, benchmarks, the screenshot script and the embedded demo.
+"""A local Label Studio server for tests, benchmarks and the screenshot script.
 
 Label Studio's pins clash with ours, so the server lives in its own virtual environment
 (``scripts/install_label_studio.sh``, default ``<repo>/.venv-labelstudio``). The first start on an
@@ -28,7 +28,7 @@ from pathlib import Path
 from onereward.errors import InputError
 from onereward.log import get_logger
 
-log = get_logger("annotate.local_server")
+log = get_logger("testing.local_label_studio")
 
 LABEL_STUDIO_VERSION = "1.23.2"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -227,7 +227,7 @@ def server_from_template(
     )
 
 
-if __name__ == "__main__":  # manual use: python -m onereward.annotate.local_server DIR
+if __name__ == "__main__":  # manual use: python -m onereward.testing.local_label_studio DIR
     srv = server_from_template(Path(sys.argv[1]) / "template", Path(sys.argv[1]) / "run")
     srv.start()
     print(json.dumps({"url": srv.url, "pid": srv.process.pid if srv.process else None}))
