@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip the local end_to_end run")
     args = parser.parse_args(argv)
 
-    from onereward.synth.world import make_pool
+    from onereward.synth.stage import make_pool
     from onereward.zoo import build_zoo
 
     rows = []

@@ -50,7 +50,7 @@ from onereward.tables import read_table  # noqa: E402
 
 
 def _pool(root: Path, n_items: int) -> tuple[dict[str, ItemCondition], list[dict[str, Any]]]:
-    from onereward.synth.world import make_pool
+    from onereward.synth.stage import make_pool
 
     make_pool(root / "pool", n_items, seed=0)
     rows = read_table(root / "pool" / "items.parquet")

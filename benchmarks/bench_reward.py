@@ -41,12 +41,14 @@ def _cpu_seconds() -> float:
 def build_preferences(root: Path, n_items: int, seed: int) -> Path:
     """The offline annotation chain on the synthetic world (falls back to the oracle helper)."""
     from onereward.synth.candidates import make_candidates
-    from onereward.synth.world import make_pool
+    from onereward.synth.stage import make_pool
 
     make_pool(root / "pool", n_items, seed=seed)
     make_candidates(root / "pool", root / "candidates", per_item=4, seed=seed)
     try:
-        from onereward.annotate.stage import run_export, run_import, run_simulate
+        from onereward.annotate.export import run_export
+        from onereward.annotate.importer import run_import
+        from onereward.annotate.simulate import run_simulate
     except ImportError:
         from onereward.reward.oracle_preferences import write_oracle_preferences
 

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calls", type=int, default=2000, help="oracle calls per image size")
     args = parser.parse_args(argv)
 
+    from onereward.synth import stage as synth_stage
     from onereward.synth import world
     from onereward.synth.candidates import make_candidates
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp_path = Path(tmp)
         for size in (64, 256):
             t0 = time.perf_counter()
-            world.make_pool(tmp_path / f"pool{size}", args.items, 0, image_size=size)
+            synth_stage.make_pool(tmp_path / f"pool{size}", args.items, 0, image_size=size)
             secs = time.perf_counter() - t0
             results[f"pool_items_per_s_{size}px"] = round(args.items / secs, 1)
             rows.append([f"make_pool {args.items} items", f"{size} px", f"{args.items / secs:.1f} items/s"])

@@ -1,52 +1,57 @@
-"""Component select_subset: CLIP embeddings + K-means representative subset per task."""
+"""Component select_subset: CLIP embeddings + K-means representative subset per task.
+
+Parameters are the fields of :class:`onereward.select.config.SelectConfig` (descriptions come from
+there); a profile setting left at -1 (numbers) or "" (text) takes the profile's value.
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
+from onereward.config import documented
+from onereward.select.config import SelectConfig
 from onereward_kfp.components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
+@documented(
+    SelectConfig,
+    "Select a diverse, representative subset of the pool (paper section 5.1).",
+    pool="Input pool artifact (synthetic or imported folder).",
+    zoo="The profile's models (CLIP).",
+    subset="Output subset artifact (items + cluster ids + embeddings).",
+    report="Cluster-size histogram, montage of representatives, coverage.",
+    metrics="n_pool, n_bad, n_selected, coverage_selected, coverage_random, images_per_second.",
+    profile="Profile name (tiny, full) or YAML path.",
+)
 def select_subset(
     pool: Input[Artifact],
     zoo: Input[Artifact],
     subset: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
-    size: int = 24,
     profile: str = "tiny",
+    size: int = 24,
     per_task: bool = True,
     backend: str = "auto",
     seed: int = 0,
     max_bad_fraction: float = 0.2,
+    per_cluster: int = 1,
+    dedup_threshold: float = -1.0,
+    min_image_size: int = 32,
+    mask_threshold: int = 128,
+    assign_tasks: str = "image_extend",
+    extend_ratios: str = "0.25,0.5",
+    extend_sides: str = "left,right,top,bottom,all",
+    fill_kinds: str = "box,brush",
+    fill_area_min: float = 0.1,
+    fill_area_max: float = 0.3,
+    batch_size: int = -1,
+    num_workers: int = -1,
 ):
-    """Select a diverse, representative subset of the pool (paper section 5.1).
-
-    Args:
-        pool: input pool artifact (synthetic or imported folder).
-        zoo: the profile's models (CLIP).
-        subset: output subset artifact (items + cluster ids + embeddings).
-        report: cluster-size histogram, montage of representatives, coverage.
-        metrics: n_pool, n_bad, n_selected, coverage_selected, coverage_random, images_per_second.
-        size: target subset size.
-        profile: profile name.
-        per_task: cluster each task separately (else globally).
-        backend: auto, sklearn or faiss.
-        seed: clustering / mask seed.
-        max_bad_fraction: fail when more than this fraction of the pool is bad.
-    """
+    from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
+    from onereward.select.config import SelectConfig
     from onereward.select.stage import run
 
-    run(
-        pool.path,
-        subset.path,
-        size=size,
-        profile=profile,
-        zoo=zoo.path,
-        per_task=per_task,
-        backend=backend,
-        seed=seed,
-        max_bad_fraction=max_bad_fraction,
-    )
+    run(pool.path, subset.path, profile=profile, zoo=zoo.path, **from_kfp(SelectConfig, locals()))
     publish(subset, report, metrics)

@@ -1,12 +1,24 @@
-"""Component synthesize_pool: the synthetic source pool (procedural scenes, masks, prompts)."""
+"""Component synthesize_pool: the synthetic source pool (procedural scenes, masks, prompts).
+
+Parameters are the fields of :class:`onereward.synth.config.SynthConfig` (descriptions come from there).
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Output
 
+from onereward.config import documented
+from onereward.synth.config import SynthConfig
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    SynthConfig,
+    "Write a pool of synthetic items for every task (image_fill, image_extend, object_removal).",
+    pool="Output pool artifact (items.parquet, images/, masks/, targets/).",
+    report="HTML montage per task.",
+    metrics="n_items, counts per task, items_per_second.",
+)
 def synthesize_pool(
     pool: Output[Artifact],
     report: Output[HTML],
@@ -16,19 +28,10 @@ def synthesize_pool(
     image_size: int = 64,
     masks: bool = True,
 ):
-    """Write a pool of synthetic items for every task (image_fill, image_extend, object_removal).
-
-    Args:
-        pool: output pool artifact (items.parquet, images/, masks/, targets/).
-        report: HTML montage per task.
-        metrics: n_items, counts per task, items_per_second.
-        items: number of items.
-        seed: scene seed (same seed, same bytes).
-        image_size: side in pixels (multiple of 16).
-        masks: write masks for fill/extend items (removal items always have masks).
-    """
+    from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
+    from onereward.synth.config import SynthConfig
     from onereward.synth.stage import run
 
-    run(pool.path, items=items, seed=seed, image_size=image_size, masks=masks)
+    run(pool.path, **from_kfp(SynthConfig, locals()))
     publish(pool, report, metrics)

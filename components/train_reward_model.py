@@ -1,12 +1,28 @@
-"""Component train_reward_model: pairwise Yes/No SFT of the VLM reward model."""
+"""Component train_reward_model: pairwise Yes/No SFT of the VLM reward model.
+
+Parameters are the fields of :class:`onereward.reward.config.RewardConfig` (descriptions come from
+there); a profile setting left at -1 (numbers) or "" (text) takes the profile's value.
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
+from onereward.config import documented
+from onereward.reward.config import RewardConfig
 from onereward_kfp.components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
+@documented(
+    RewardConfig,
+    'Fine-tune the VLM to answer "is the first image better?" per task and dimension (Eq. 3).',
+    preferences="Input preferences artifact.",
+    zoo="The profile's models (VLM).",
+    reward_model="Output reward model (HF folder + query template).",
+    report="Accuracy per task x dimension (Table 1 shape), order consistency, calibration.",
+    metrics="accuracy, mean_accuracy, order_consistency.",
+    profile="Profile name (tiny, full) or YAML path.",
+)
 def train_reward_model(
     preferences: Input[Artifact],
     zoo: Input[Artifact],
@@ -14,33 +30,21 @@ def train_reward_model(
     report: Output[HTML],
     metrics: Output[Metrics],
     profile: str = "tiny",
-    max_steps: int = 0,
+    max_steps: int = -1,
+    batch_size: int = -1,
+    learning_rate: float = -1.0,
     finetune: str = "",
+    lora_rank: int = 16,
     seed: int = 0,
+    test_fraction: float = 0.2,
+    checkpoint_dir: str = "",
 ):
-    """Fine-tune the VLM to answer "is the first image better?" per task and dimension (Eq. 3).
-
-    Args:
-        preferences: input preferences artifact.
-        zoo: the profile's models (VLM).
-        reward_model: output reward model (HF folder + query template).
-        report: accuracy per task x dimension (Table 1 shape), order consistency, calibration.
-        metrics: accuracy, mean_accuracy, order_consistency.
-        profile: profile name.
-        max_steps: training steps (0 = the profile's).
-        finetune: full or lora ("" = the profile's).
-        seed: split / shuffling / init seed.
-    """
+    from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
+    from onereward.reward.config import RewardConfig
     from onereward.reward.stage import run
 
     run(
-        preferences.path,
-        reward_model.path,
-        profile=profile,
-        zoo=zoo.path,
-        max_steps=max_steps or None,
-        finetune=finetune or None,
-        seed=seed,
+        preferences.path, reward_model.path, profile=profile, zoo=zoo.path, **from_kfp(RewardConfig, locals())
     )
     publish(reward_model, report, metrics)

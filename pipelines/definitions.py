@@ -1,6 +1,13 @@
 """Pipeline definitions. Parameters are typed, documented, grouped by stage prefix, and their
 defaults run as they are (tiny profile, embedded default).
 
+A pipeline's stage parameters are not written out here: ``<stage>_<name>`` is derived from the
+parameter ``<name>`` of the stage's component (same type, default and description), which in turn
+mirrors the stage's config dataclass (``onereward.<stage>.config``; a test checks both links). So
+``collect``, ``train`` and ``end_to_end`` share one list per stage, and a new setting reaches the
+UI by adding it to the config and the component. ``profile`` and ``seed`` are pipeline-wide: they
+go to every component that takes them.
+
 The Label Studio token reaches the annotation steps from the Kubernetes Secret
 ``label-studio-api`` (key ``api-key``) as ``LABEL_STUDIO_API_KEY``; it is never a parameter. For
 task images in S3 / MinIO, export_annotations reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
@@ -8,6 +15,12 @@ from the optional Secret ``onereward-s3`` (keys ``aws-access-key-id`` / ``aws-se
 Locally (kfp.local) Kubernetes settings and resources are ignored and the variable is inherited from
 the calling environment.
 """
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, pipeline_channel
@@ -27,6 +40,117 @@ LABEL_STUDIO_SECRET_KEYS = {"api-key": "LABEL_STUDIO_API_KEY"}
 # Credentials export_annotations uploads the task images to S3 / MinIO with (image_url_prefix s3://).
 S3_SECRET = "onereward-s3"
 S3_SECRET_KEYS = {"aws-access-key-id": "AWS_ACCESS_KEY_ID", "aws-secret-access-key": "AWS_SECRET_ACCESS_KEY"}
+
+# Stage prefix of pipeline parameters -> the component whose parameters they are.
+STAGE_COMPONENTS: dict[str, Any] = {
+    "synth": synthesize_pool,
+    "select": select_subset,
+    "generate": generate_candidates,
+    "export": export_annotations,
+    "simulate": simulate_annotations,
+    "reward": train_reward_model,
+}
+# Pipeline-wide parameters, passed to every component that takes them.
+SHARED_PARAMETERS: dict[str, tuple[type, Any, str]] = {
+    "profile": (
+        str,
+        "tiny",
+        "Profile: tiny (embedded default), full (GPU cluster) or a YAML path in the image.",
+    ),
+    "seed": (int, 0, "Seed of every stochastic step."),
+}
+# Component parameters the pipelines set themselves (never pipeline parameters).
+WIRED = {"generate": ("shard",)}
+
+_KFP_TYPES = {"Integer": int, "Float": float, "String": str, "Boolean": bool}
+
+
+def stage_parameters(prefix: str) -> dict[str, tuple[type, Any, str]]:
+    """``{<prefix>_<name>: (type, default, description)}`` for the parameters of the stage's
+    component (artifacts, shared and wired parameters excluded)."""
+    spec = STAGE_COMPONENTS[prefix].component_spec
+    out = {}
+    for name, inp in (spec.inputs or {}).items():
+        if inp.type not in _KFP_TYPES or name in SHARED_PARAMETERS or name in WIRED.get(prefix, ()):
+            continue
+        out[f"{prefix}_{name}"] = (_KFP_TYPES[inp.type], inp.default, inp.description or "")
+    return out
+
+
+class Params(Mapping):
+    """The parameters of a pipeline run (channels at compile time), by name; :meth:`stage` picks
+    one component's arguments."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def stage(self, prefix: str) -> dict[str, Any]:
+        """Arguments of the ``prefix`` stage's component: its ``prefix_*`` parameters, plus the
+        shared ones (profile, seed) it takes."""
+        inputs = STAGE_COMPONENTS[prefix].component_spec.inputs or {}
+        args = {k[len(prefix) + 1 :]: v for k, v in self._values.items() if k.startswith(f"{prefix}_")}
+        args = {k: v for k, v in args.items() if k in inputs}
+        args.update({k: self._values[k] for k in SHARED_PARAMETERS if k in inputs and k in self._values})
+        return args
+
+
+def stage_pipeline(
+    *,
+    name: str,
+    description: str,
+    stages: tuple[str, ...],
+    inputs: Mapping[str, tuple[type, Any, str]] | None = None,
+    extra: Mapping[str, tuple[type, Any, str]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[[Params], None]], Any]:
+    """Make a KFP pipeline from ``build(params)``: its signature is ``inputs`` (required when the
+    default is ``inspect.Parameter.empty``), the shared parameters, the derived parameters of
+    ``stages`` and ``extra`` ones; ``defaults`` overrides derived defaults for this pipeline
+    (e.g. fewer reward steps in the demo). The docstring documents every parameter for the UI."""
+    table: dict[str, tuple[type, Any, str]] = {**(inputs or {}), **SHARED_PARAMETERS}
+    for prefix in stages:
+        table.update(stage_parameters(prefix))
+    table.update(extra or {})
+    for key, value in (defaults or {}).items():
+        if key not in table:
+            raise KeyError(f"pipeline {name}: default for unknown parameter {key!r}")
+        typ, _, text = table[key]
+        table[key] = (typ, value, text)
+    ordered = sorted(table.items(), key=lambda kv: kv[1][1] is not inspect.Parameter.empty)
+    signature = inspect.Signature(
+        [
+            inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
+            for k, (t, d, _) in ordered
+        ]
+    )
+
+    def wrap(build: Callable[[Params], None]) -> Any:
+        def pipeline_func(*args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            build(Params(dict(bound.arguments)))
+
+        pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
+        pipeline_func.__name__ = build.__name__
+        pipeline_func.__qualname__ = build.__qualname__
+        summary = (build.__doc__ or description).strip()
+        args_doc = "\n".join(f"    {k}: {' '.join(text.split())}" for k, (_, _, text) in ordered)
+        pipeline_func.__doc__ = f"{summary}\n\nArgs:\n{args_doc}\n"
+        return dsl.pipeline(name=name, description=description)(pipeline_func)
+
+    return wrap
+
+
+# ---- task settings ---------------------------------------------------------------------------
 
 
 def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -50,51 +174,25 @@ def _cpu(task: dsl.PipelineTask, cpu: str = "2", memory: str = "8G") -> dsl.Pipe
     return task
 
 
-# Pipeline parameters are grouped by stage prefix (select_*, generate_*, annotate_*, ...).
-PARAMETER_PREFIXES = ("select", "generate", "annotate", "reward", "synth")
+# ---- shared wiring ---------------------------------------------------------------------------
 
 
-def _params(scope: dict) -> dict:
-    """The pipeline parameters (typed channels) from a pipeline function's local scope."""
-    return {
-        k: v for k, v in scope.items() if k in ("profile", "seed") or k.split("_")[0] in PARAMETER_PREFIXES
-    }
+def _zoo(p: Params) -> dsl.PipelineTask:
+    zoo = build_zoo(profile=p["profile"], seed=p["seed"]).set_display_name("build_zoo")
+    return _cpu(zoo)
 
 
 def _collect_steps(
-    pool: pipeline_channel.PipelineChannel, zoo: pipeline_channel.PipelineChannel, p: dict
+    pool: pipeline_channel.PipelineChannel, zoo: pipeline_channel.PipelineChannel, p: Params
 ) -> dsl.PipelineTask:
-    """select -> generate (sharded) -> merge -> export; ``p`` holds the pipeline's parameters."""
-    select = select_subset(
-        pool=pool,
-        zoo=zoo,
-        size=p["select_size"],
-        profile=p["profile"],
-        per_task=p["select_per_task"],
-        backend=p["select_backend"],
-        seed=p["seed"],
-    ).set_display_name("select_subset")
+    """select -> generate (sharded) -> merge -> export."""
+    select = select_subset(pool=pool, zoo=zoo, **p.stage("select")).set_display_name("select_subset")
     _gpu(select)
     # Fan-out over GPU workers: each shard generates a disjoint part of the subset; one merge.
     shards = plan_shards(shards=p["generate_shards"]).set_display_name("plan_shards")
     with dsl.ParallelFor(shards.output, name="generate-shards") as shard:
         generate = generate_candidates(
-            subset=select.outputs["subset"],
-            zoo=zoo,
-            profile=p["profile"],
-            family=p["generate_family"],
-            num_candidates=p["generate_num_candidates"],
-            seed=p["seed"],
-            shard=shard,
-            min_steps=p["generate_min_steps"],
-            max_steps=p["generate_max_steps"],
-            cfg_min=p["generate_cfg_min"],
-            cfg_max=p["generate_cfg_max"],
-            strength_min=p["generate_strength_min"],
-            strength_max=p["generate_strength_max"],
-            negative_prompts=p["generate_negative_prompts"],
-            guidance=p["generate_guidance"],
-            feather=p["generate_feather"],
+            subset=select.outputs["subset"], zoo=zoo, shard=shard, **p.stage("generate")
         ).set_display_name("generate_candidates")
         _gpu(generate)
     merged = merge_candidates(shards=dsl.Collected(generate.outputs["candidates"])).set_display_name(
@@ -102,15 +200,7 @@ def _collect_steps(
     )
     _cpu(merged)
     export = export_annotations(
-        candidates=merged.outputs["candidates"],
-        label_studio_url=p["annotate_label_studio_url"],
-        document_root=p["annotate_document_root"],
-        image_url_prefix=p["annotate_image_url_prefix"],
-        s3_endpoint=p["annotate_s3_endpoint"],
-        project_title=p["annotate_project_title"],
-        project_version=p["annotate_project_version"],
-        predictions=p["annotate_predictions"],
-        overlap=p["annotate_overlap"],
+        candidates=merged.outputs["candidates"], **p.stage("export")
     ).set_display_name("export_annotations")
     _label_studio_step(_cpu(export))
     kubernetes.use_secret_as_env(
@@ -119,216 +209,84 @@ def _collect_steps(
     return export
 
 
-@dsl.pipeline(
+def _train_steps(
+    annotations: pipeline_channel.PipelineChannel, zoo: pipeline_channel.PipelineChannel, p: Params
+):
+    """import -> reward SFT."""
+    imported = import_annotations(annotations=annotations).set_display_name("import_annotations")
+    _label_studio_step(_cpu(imported))
+    reward = train_reward_model(
+        preferences=imported.outputs["preferences"], zoo=zoo, **p.stage("reward")
+    ).set_display_name("train_reward_model")
+    _gpu(reward)
+    return reward
+
+
+GENERATE_SHARDS = {
+    "generate_shards": (int, 1, "Parallel generation shards (one GPU each), merged afterwards.")
+}
+
+
+@stage_pipeline(
     name="collect",
     description="select_subset -> generate_candidates -> export_annotations: candidates for human annotation.",
+    stages=("select", "generate", "export"),
+    inputs={
+        "pool_uri": (
+            str,
+            inspect.Parameter.empty,
+            "URI of a pool artifact (object store path or local dir) produced by synth or an import.",
+        )
+    },
+    extra=GENERATE_SHARDS,
 )
-def collect(
-    pool_uri: str,
-    profile: str = "tiny",
-    seed: int = 0,
-    select_size: int = 24,
-    select_per_task: bool = True,
-    select_backend: str = "auto",
-    generate_family: str = "flux_fill",
-    generate_num_candidates: int = -1,
-    generate_shards: int = 1,
-    generate_min_steps: int = -1,
-    generate_max_steps: int = -1,
-    generate_cfg_min: float = -1.0,
-    generate_cfg_max: float = -1.0,
-    generate_strength_min: float = -1.0,
-    generate_strength_max: float = -1.0,
-    generate_negative_prompts: str = "",
-    generate_guidance: float = -1.0,
-    generate_feather: int = -1,
-    annotate_label_studio_url: str = "",
-    annotate_document_root: str = "",
-    annotate_image_url_prefix: str = "",
-    annotate_s3_endpoint: str = "",
-    annotate_project_title: str = "onereward",
-    annotate_project_version: str = "v1",
-    annotate_predictions: str = "none",
-    annotate_overlap: int = 1,
-):
-    """Collect candidates for annotation from a source pool.
-
-    Args:
-        pool_uri: URI of a pool artifact (object store path or local dir) produced by synth or an import.
-        profile: tiny or full.
-        seed: seed of every stochastic step.
-        select_size: subset size.
-        select_per_task: cluster each task separately.
-        select_backend: clustering backend: auto, sklearn, faiss.
-        generate_family: generator family: flux_fill or sd_inpaint.
-        generate_num_candidates: candidates per item (-1 = the profile's).
-        generate_shards: parallel generation shards (one GPU each), merged afterwards.
-        generate_min_steps: fewest inference steps sampled (-1 = the profile's).
-        generate_max_steps: most inference steps sampled (-1 = the profile's).
-        generate_cfg_min: lowest true-CFG scale sampled (-1 = the profile's).
-        generate_cfg_max: highest true-CFG scale sampled (-1 = the profile's).
-        generate_strength_min: lowest initial noise strength sampled (-1 = the profile's).
-        generate_strength_max: highest initial noise strength sampled (-1 = the profile's).
-        generate_negative_prompts: ";"-separated negative prompts, "none" = no negative ("" = the profile's).
-        generate_guidance: FLUX distilled guidance input (-1 = the profile's).
-        generate_feather: paste-back feather radius in pixels (-1 = the profile's).
-        annotate_label_studio_url: Label Studio URL ("" writes tasks offline).
-        annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
-        annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
-        annotate_s3_endpoint: S3 endpoint for MinIO ("" = AWS).
-        annotate_project_title: Label Studio project title.
-        annotate_project_version: project version (title + version identify the project).
-        annotate_predictions: pre-annotations: none or oracle.
-        annotate_overlap: annotators per task.
-    """
-    pool = dsl.importer(artifact_uri=pool_uri, artifact_class=Artifact, reimport=False).set_display_name(
+def collect(p: Params) -> None:
+    """Collect candidates for annotation from a source pool."""
+    pool = dsl.importer(artifact_uri=p["pool_uri"], artifact_class=Artifact, reimport=False).set_display_name(
         "pool"
     )
-    zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
-    _cpu(zoo)
-    _collect_steps(pool.output, zoo.outputs["zoo"], _params(locals()))
+    _collect_steps(pool.output, _zoo(p).outputs["zoo"], p)
 
 
-@dsl.pipeline(
+@stage_pipeline(
     name="train",
     description="import_annotations -> train_reward_model from a Label Studio project reference.",
+    stages=("reward",),
+    inputs={
+        "annotations_uri": (
+            str,
+            inspect.Parameter.empty,
+            "URI of a project reference (export_annotations) or annotations artifact.",
+        )
+    },
 )
-def train(
-    annotations_uri: str,
-    profile: str = "tiny",
-    seed: int = 0,
-    reward_max_steps: int = 0,
-    reward_finetune: str = "",
-):
-    """Train the reward model from annotations.
-
-    Args:
-        annotations_uri: URI of a project reference (export_annotations) or annotations artifact.
-        profile: tiny or full.
-        seed: seed of every stochastic step.
-        reward_max_steps: reward-model training steps (0 = the profile's).
-        reward_finetune: full or lora ("" = the profile's).
-    """
+def train(p: Params) -> None:
+    """Train the reward model from annotations."""
     annotations = dsl.importer(
-        artifact_uri=annotations_uri, artifact_class=Artifact, reimport=False
+        artifact_uri=p["annotations_uri"], artifact_class=Artifact, reimport=False
     ).set_display_name("annotations")
-    zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
-    _cpu(zoo)
-    imported = import_annotations(annotations=annotations.output).set_display_name("import_annotations")
-    _label_studio_step(_cpu(imported))
-    reward = train_reward_model(
-        preferences=imported.outputs["preferences"],
-        zoo=zoo.outputs["zoo"],
-        profile=profile,
-        max_steps=reward_max_steps,
-        finetune=reward_finetune,
-        seed=seed,
-    ).set_display_name("train_reward_model")
-    _gpu(reward)
+    _train_steps(annotations.output, _zoo(p).outputs["zoo"], p)
 
 
-@dsl.pipeline(
+@stage_pipeline(
     name="end-to-end",
     description="Everything on one machine with simulated annotators: the embedded demo.",
+    stages=("synth", "select", "generate", "export", "simulate", "reward"),
+    extra=GENERATE_SHARDS,
+    # The demo's small pool: fewer reward steps than the profile's.
+    defaults={"export_project_title": "onereward-demo", "reward_max_steps": 400},
 )
-def end_to_end(
-    profile: str = "tiny",
-    seed: int = 0,
-    synth_items: int = 48,
-    synth_image_size: int = 64,
-    select_size: int = 24,
-    select_per_task: bool = True,
-    select_backend: str = "auto",
-    generate_family: str = "flux_fill",
-    generate_num_candidates: int = -1,
-    generate_shards: int = 1,
-    generate_min_steps: int = -1,
-    generate_max_steps: int = -1,
-    generate_cfg_min: float = -1.0,
-    generate_cfg_max: float = -1.0,
-    generate_strength_min: float = -1.0,
-    generate_strength_max: float = -1.0,
-    generate_negative_prompts: str = "",
-    generate_guidance: float = -1.0,
-    generate_feather: int = -1,
-    annotate_label_studio_url: str = "",
-    annotate_document_root: str = "",
-    annotate_image_url_prefix: str = "",
-    annotate_s3_endpoint: str = "",
-    annotate_project_title: str = "onereward-demo",
-    annotate_project_version: str = "v1",
-    annotate_predictions: str = "none",
-    annotate_overlap: int = 1,
-    annotate_noise: float = 0.0,
-    annotate_threshold: float = 0.02,
-    annotate_annotators: int = 1,
-    reward_max_steps: int = 400,
-    reward_finetune: str = "",
-):
-    """Synthetic pool -> subset -> candidates -> (simulated) annotation -> preferences -> reward model.
-
-    Args:
-        profile: tiny or full.
-        seed: seed of every stochastic step.
-        synth_items: synthetic pool size.
-        synth_image_size: synthetic image side in pixels.
-        select_size: subset size.
-        select_per_task: cluster each task separately.
-        select_backend: clustering backend: auto, sklearn, faiss.
-        generate_family: generator family: flux_fill or sd_inpaint.
-        generate_num_candidates: candidates per item (-1 = the profile's).
-        generate_shards: parallel generation shards (one GPU each), merged afterwards.
-        generate_min_steps: fewest inference steps sampled (-1 = the profile's).
-        generate_max_steps: most inference steps sampled (-1 = the profile's).
-        generate_cfg_min: lowest true-CFG scale sampled (-1 = the profile's).
-        generate_cfg_max: highest true-CFG scale sampled (-1 = the profile's).
-        generate_strength_min: lowest initial noise strength sampled (-1 = the profile's).
-        generate_strength_max: highest initial noise strength sampled (-1 = the profile's).
-        generate_negative_prompts: ";"-separated negative prompts, "none" = no negative ("" = the profile's).
-        generate_guidance: FLUX distilled guidance input (-1 = the profile's).
-        generate_feather: paste-back feather radius in pixels (-1 = the profile's).
-        annotate_label_studio_url: Label Studio URL ("" = offline simulated annotation).
-        annotate_document_root: Label Studio local-files document root (a volume shared with Label Studio).
-        annotate_image_url_prefix: s3:// or gs:// prefix serving the images instead (the cluster route).
-        annotate_s3_endpoint: S3 endpoint for MinIO ("" = AWS).
-        annotate_project_title: Label Studio project title.
-        annotate_project_version: project version.
-        annotate_predictions: pre-annotations: none or oracle.
-        annotate_overlap: annotators per task.
-        annotate_noise: simulated annotator noise.
-        annotate_threshold: oracle spread below which a dimension is "No clear difference".
-        annotate_annotators: simulated annotators per task.
-        reward_max_steps: reward-model training steps (0 = the profile's; 400 suits the demo's small pool).
-        reward_finetune: full or lora ("" = the profile's).
-    """
-    zoo = build_zoo(profile=profile, seed=seed).set_display_name("build_zoo")
-    _cpu(zoo)
-    pool = synthesize_pool(items=synth_items, seed=seed, image_size=synth_image_size).set_display_name(
-        "synthesize_pool"
-    )
+def end_to_end(p: Params) -> None:
+    """Synthetic pool -> subset -> candidates -> (simulated) annotation -> preferences -> reward model."""
+    zoo = _zoo(p)
+    pool = synthesize_pool(**p.stage("synth")).set_display_name("synthesize_pool")
     _cpu(pool)
-    export = _collect_steps(pool.outputs["pool"], zoo.outputs["zoo"], _params(locals()))
+    export = _collect_steps(pool.outputs["pool"], zoo.outputs["zoo"], p)
     simulate = simulate_annotations(
-        project=export.outputs["project"],
-        noise=annotate_noise,
-        threshold=annotate_threshold,
-        annotators=annotate_annotators,
-        seed=seed,
+        project=export.outputs["project"], **p.stage("simulate")
     ).set_display_name("simulate_annotations")
     _label_studio_step(_cpu(simulate))
-    imported = import_annotations(annotations=simulate.outputs["annotations"]).set_display_name(
-        "import_annotations"
-    )
-    _label_studio_step(_cpu(imported))
-    reward = train_reward_model(
-        preferences=imported.outputs["preferences"],
-        zoo=zoo.outputs["zoo"],
-        profile=profile,
-        max_steps=reward_max_steps,
-        finetune=reward_finetune,
-        seed=seed,
-    ).set_display_name("train_reward_model")
-    _gpu(reward)
+    _train_steps(simulate.outputs["annotations"], zoo.outputs["zoo"], p)
 
 
 PIPELINES = {"collect": collect, "train": train, "end_to_end": end_to_end}

@@ -107,7 +107,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_stage_commands_refuse_bad_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Tampered, foreign or wrong-kind input artifacts: one line naming file and field, exit 2,
     nothing written."""
-    from onereward.synth.world import make_pool
+    from onereward.synth.stage import make_pool
 
     pool = tmp_path / "pool"
     make_pool(pool, 6, 0)

@@ -27,7 +27,7 @@ from onereward.generate.sampler import (
 )
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.models import flux_fill, sd_inpaint
-from onereward.synth.world import make_pool
+from onereward.synth.stage import make_pool
 from onereward.tables import read_table, write_table
 
 N_ITEMS = 4

@@ -92,8 +92,8 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "select_size": 12,
         "generate_num_candidates": 4,
         "generate_shards": 2,
-        "annotate_annotators": 2,
-        "annotate_noise": 0.02,
+        "simulate_annotators": 2,
+        "simulate_noise": 0.02,
         "reward_max_steps": 20,
     }
     argv = ["demo", "--out", str(out)]

@@ -55,7 +55,7 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
         (lambda d: d["models"]["clip"].update(weights="x"), r"models.clip.weights: unknown key"),
         (lambda d: d.update(image_size="64"), r"custom.yaml: image_size: expected an integer, got '64'"),
         (lambda d: d["reward"].update(bf16="yes"), r"reward.bf16: expected true/false"),
-        (lambda d: d["generate"].update(num_candidates=0), r"generate.num_candidates: must be > 0"),
+        (lambda d: d["generate"].update(num_candidates=0), r"custom.yaml: generate.num_candidates: expected an integer >= 1, got 0"),
         (lambda d: d.pop("models"), r"custom.yaml: models: required key is missing"),
         (lambda d: d["models"].pop("clip"), r"models.clip: required key is missing"),
         (
@@ -63,17 +63,17 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
             r"models.generator.family: expected 'flux_fill'",
         ),
         (lambda d: d.update(image_size=60), r"image_size: must be a multiple of 16"),
-        (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected 'full' or 'lora'"),
-        (lambda d: d["select"].update(num_workers=-3), r"select.num_workers: must be >= 0"),
+        (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected one of full, lora, got 'qlora'"),
+        (lambda d: d["select"].update(num_workers=-3), r"select.num_workers: expected an integer >= 0, got -3"),
         (
             lambda d: d["select"].update(dedup_threshold=7),
             r"select.dedup_threshold: expected a cosine similarity",
         ),
         (
             lambda d: d["reward"].update(min_pixels=10**7),
-            r"reward.min_pixels: must not exceed reward.max_pixels",
+            r"reward.min_pixels: must not exceed max_pixels",
         ),
-        (lambda d: d["generate"].update(max_sequence_length=0), r"generate.max_sequence_length: must be > 0"),
+        (lambda d: d["generate"].update(max_sequence_length=0), r"generate.max_sequence_length: expected an integer >= 1, got 0"),
         (lambda d: d.update(name="../../evil"), r"custom.yaml: name: expected letters"),
         (
             lambda d: d["models"]["reward_model"].update(family="flux_fill"),

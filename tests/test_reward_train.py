@@ -20,7 +20,8 @@ from onereward.reward.data import ImageStore, both_orders, read_preferences, spl
 from onereward.reward.evaluate import metrics_from_scores, score_pairs
 from onereward.reward.oracle_preferences import make_oracle_preferences
 from onereward.reward.scoring import RewardScorer
-from onereward.reward.train import TrainConfig, pairs_for_step, sft_loss, train
+from onereward.reward.config import RewardConfig
+from onereward.reward.train import pairs_for_step, sft_loss, train
 from onereward.tables import read_table, write_table
 
 
@@ -79,7 +80,7 @@ def _fresh_scorer(world):
 
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(world, tmp_path):
     train_pairs, _ = split_by_item(read_preferences(world / "prefs").pairs, seed=0)
-    cfg = TrainConfig(
+    cfg = RewardConfig(
         batch_size=4, learning_rate=1e-3, max_steps=6, checkpoint_every=3, warmup_steps=1, log_every=1
     )
     full = _fresh_scorer(world)
@@ -97,7 +98,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(world, tmp_path
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # training changed the weights
     # checkpoints of another run are refused, not silently mixed in
     with pytest.raises(InputError, match="different run"):
-        train(_fresh_scorer(world), train_pairs, ImageStore(), TrainConfig(batch_size=4, learning_rate=5e-4, max_steps=6),
+        train(_fresh_scorer(world), train_pairs, ImageStore(), RewardConfig(batch_size=4, learning_rate=5e-4, max_steps=6),
               checkpoint_dir=tmp_path / "ckpt")  # fmt: skip
 
 
@@ -109,7 +110,7 @@ def test_lora_trains_adapters_and_merges_back(world):
         scorer,
         train_pairs,
         ImageStore(),
-        TrainConfig(batch_size=4, learning_rate=1e-2, max_steps=2, finetune="lora", lora_rank=4),
+        RewardConfig(batch_size=4, learning_rate=1e-2, max_steps=2, finetune="lora", lora_rank=4),
     )
     after = scorer.model.state_dict()
     assert set(after) == set(before)  # merged: a plain Qwen2.5-VL again

@@ -18,7 +18,7 @@ from onereward.models import clip
 from onereward.profile import load_profile
 from onereward.select import cli as select_cli
 from onereward.select.stage import run
-from onereward.synth.world import make_pool
+from onereward.synth.stage import make_pool
 
 SUBSET_COLUMNS = ["item_id", "task", "image", "mask", "prompt", "meta", "target", "cluster_id", "distance",
                   "embedding_index"]  # fmt: skip
@@ -349,9 +349,9 @@ def test_bad_parameters_are_clear_errors(synth_pool, zoo, tmp_path, capsys):
                "--zoo", str(zoo)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and f"onereward select: error: --pool: {tmp_path / 'nope'} is not a directory" in err
-    with pytest.raises(InputError, match="size: must be >= 1"):
+    with pytest.raises(InputError, match=r"select.size \(--size\): expected an integer >= 1, got 0"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=0)
-    with pytest.raises(InputError, match="backend: expected one of auto, sklearn, faiss"):
+    with pytest.raises(InputError, match=r"select.backend \(--backend\): expected one of auto, sklearn, faiss"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, backend="kmeans")
-    with pytest.raises(InputError, match="extend_ratios: expected a comma-separated list of float"):
+    with pytest.raises(InputError, match=r"select.extend_ratios \(--extend-ratios\): expected a comma-separated list of float"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, extend_ratios="half")

@@ -15,6 +15,7 @@ from onereward.artifacts import read_artifact
 from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb
 from onereward.synth import world
+from onereward.synth import stage as synth_stage
 from onereward.synth.stage import run
 from onereward.tables import read_table
 
@@ -25,7 +26,7 @@ SHAPE_PROMPT = re.compile(r"^an? ([a-z]+) ([a-z]+)( on a[ a-z]+ background)?$")
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "pool"
-    world.make_pool(out, 40, seed=7)
+    synth_stage.make_pool(out, 40, seed=7)
     return out
 
 
@@ -173,9 +174,9 @@ def test_removal_items_mask_the_object_and_the_target_is_the_background(pool: Pa
 
 def test_same_seed_same_bytes_other_seed_other_items(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    world.make_pool(a, 9, seed=3)
-    world.make_pool(b, 9, seed=3)
-    world.make_pool(c, 9, seed=4)
+    synth_stage.make_pool(a, 9, seed=3)
+    synth_stage.make_pool(b, 9, seed=3)
+    synth_stage.make_pool(c, 9, seed=4)
     files = sorted(
         p.relative_to(a)
         for p in a.rglob("*")
@@ -188,7 +189,7 @@ def test_same_seed_same_bytes_other_seed_other_items(tmp_path: Path) -> None:
 
 
 def test_other_sizes_and_no_masks(tmp_path: Path) -> None:
-    world.make_pool(tmp_path / "big", 6, seed=1, image_size=96, masks=False)
+    synth_stage.make_pool(tmp_path / "big", 6, seed=1, image_size=96, masks=False)
     rows = _rows(tmp_path / "big")
     for r in rows:
         assert load_rgb(tmp_path / "big" / r["image"]).shape == (96, 96, 3)
@@ -222,7 +223,7 @@ def test_task_mix_is_configurable(tmp_path: Path) -> None:
 def test_bad_input_names_the_flag_and_writes_nothing(tmp_path: Path, kwargs: dict, flag: str) -> None:
     args = {"n_items": 4, "seed": 0, "image_size": 64, **kwargs}
     with pytest.raises(InputError, match=flag):
-        world.make_pool(tmp_path / "pool", **args)
+        synth_stage.make_pool(tmp_path / "pool", **args)
     assert not any(tmp_path.iterdir())
 
 

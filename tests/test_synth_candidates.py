@@ -14,6 +14,7 @@ from onereward.artifacts import ArtifactError, ArtifactWriter, read_artifact
 from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb
 from onereward.synth import oracle, world
+from onereward.synth import stage as synth_stage
 from onereward.synth.candidates import (
     PIXEL_DEGRADATIONS,
     SCENE_DEGRADATIONS,
@@ -43,7 +44,7 @@ CONTRACT_COLUMNS = {
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cands") / "pool"
-    world.make_pool(out, 24, seed=5)
+    synth_stage.make_pool(out, 24, seed=5)
     return out
 
 
@@ -186,7 +187,7 @@ def test_each_degradation_changes_only_the_mask(name: str) -> None:
 
 def test_bad_inputs_are_refused(pool: Path, tmp_path: Path) -> None:
     no_masks = tmp_path / "no_masks"
-    world.make_pool(no_masks, 4, seed=0, masks=False)
+    synth_stage.make_pool(no_masks, 4, seed=0, masks=False)
     with pytest.raises(InputError, match="mask null"):
         make_candidates(no_masks, tmp_path / "c1")
     with pytest.raises(InputError, match="--per-item"):

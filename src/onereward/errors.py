@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from onereward.artifacts import ArtifactError
-from onereward.profile import ProfileError
 from onereward.tasks import UnknownTaskError
 
 
 class InputError(ValueError):
     """Bad user input: the message names the input, the field and what was expected."""
+
+
+class ProfileError(ValueError):
+    """A profile file is invalid; the message names the file and the key."""
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -30,11 +30,24 @@ from typing import Any
 
 import yaml
 
+from onereward.config import Config
+from onereward.errors import ProfileError
+from onereward.generate.config import GenerateConfig
+from onereward.reward.config import RewardConfig
+from onereward.select.config import SelectConfig
+
+__all__ = ["BUILTIN_PROFILES", "SECTIONS", "ModelRef", "Models", "Profile", "ProfileError", "load_profile"]
+
 BUILTIN_PROFILES = ("tiny", "full")
 
 
-class ProfileError(ValueError):
-    """A profile file is invalid; the message names the file and the key."""
+# Sections of a profile: each is the settings class of the stage of the same name, holding the
+# profile settings (the defaults of a run); see onereward.config.
+SECTIONS: dict[str, type[Config]] = {
+    "select": SelectConfig,
+    "generate": GenerateConfig,
+    "reward": RewardConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -62,52 +75,6 @@ class Models:
 
 
 @dataclass(frozen=True)
-class SelectSettings:
-    """select_subset: embedding batch size, DataLoader workers, CLIP input size, and the cosine
-    similarity at which two images count as near-duplicates (model-dependent: a random-weight tiny
-    CLIP maps every image into a narrow cone, a trained CLIP does not)."""
-
-    batch_size: int = 64
-    num_workers: int = 0
-    image_size: int = 64
-    dedup_threshold: float = 0.97
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """generate_candidates: candidates per item, the sampled parameter ranges (paper 4.2), batch
-    size, text length. ``run()`` parameters left at None take these values."""
-
-    num_candidates: int = 4
-    min_steps: int = 4
-    max_steps: int = 12
-    batch_size: int = 8
-    max_sequence_length: int = 32
-    dtype: str = "float32"
-    cfg_min: float = 2.0  # true-CFG scale range (1 = no negative pass)
-    cfg_max: float = 6.0
-    strength_min: float = 0.6  # initial noise strength range (fraction of the schedule run)
-    strength_max: float = 1.0
-    negative_prompts: str = "none;nsfw;blurry;low quality;blurry, low quality, distorted"  # ';'-separated
-    guidance: float = 1.0  # flux distilled-guidance input (OneReward: 1 with true CFG)
-    feather: int = 0  # paste-back feather radius in pixels
-
-
-@dataclass(frozen=True)
-class RewardSettings:
-    """train_reward_model: optimisation and image-size settings of the VLM reward model."""
-
-    batch_size: int = 16
-    learning_rate: float = 1e-6
-    max_steps: int = 1000
-    max_pixels: int = 4096
-    min_pixels: int = 3136  # Qwen2-VL dynamic resolution lower bound (56 x 56); tiny upscales 64 px to 112 px
-    finetune: str = "full"  # full | lora
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-
-
-@dataclass(frozen=True)
 class Profile:
     """A validated profile. ``source`` is the file it came from; ``sha`` hashes its content."""
 
@@ -115,9 +82,9 @@ class Profile:
     description: str
     image_size: int
     models: Models
-    select: SelectSettings = field(default_factory=SelectSettings)
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
-    reward: RewardSettings = field(default_factory=RewardSettings)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     source: str = ""
 
     @property
@@ -126,8 +93,11 @@ class Profile:
         return all(getattr(self.models, f.name).ref.startswith("zoo:") for f in dataclasses.fields(Models))
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("source")
+        """The profile as data: its sections hold their profile settings only."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        for name in SECTIONS:
+            data[name] = data[name].profile_dict()
+        data["models"] = dataclasses.asdict(self.models)
         return data
 
     @property
@@ -237,7 +207,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ProfileError(f"{key}: required key is missing")
             continue
-        kwargs[name] = _check(data[name], hints[name], key)
+        if name in SECTIONS and cls is Profile:
+            kwargs[name] = SECTIONS[name].from_profile_section(data[name], key)
+        else:
+            kwargs[name] = _check(data[name], hints[name], key)
     return cls(**kwargs)
 
 
@@ -253,31 +226,6 @@ def _validate_values(p: Profile, where: str) -> None:
         raise ProfileError(
             f"{where}name: expected letters, digits, '_', '-', '.' (it names cache folders), got {p.name!r}"
         )
-    positive("select.batch_size", p.select.batch_size)
-    positive("select.image_size", p.select.image_size)
-    if p.select.num_workers < 0:
-        raise ProfileError(f"{where}select.num_workers: must be >= 0, got {p.select.num_workers}")
-    if not 0.0 < p.select.dedup_threshold <= 1.0:
-        raise ProfileError(
-            f"{where}select.dedup_threshold: expected a cosine similarity in (0, 1], got {p.select.dedup_threshold}"
-        )
-    positive("generate.max_sequence_length", p.generate.max_sequence_length)
-    positive("reward.max_steps", p.reward.max_steps)
-    positive("reward.min_pixels", p.reward.min_pixels)
-    if p.reward.min_pixels > p.reward.max_pixels:
-        raise ProfileError(
-            f"{where}reward.min_pixels: must not exceed reward.max_pixels ({p.reward.min_pixels} > {p.reward.max_pixels})"
-        )
-    positive("generate.num_candidates", p.generate.num_candidates)
-    positive("generate.batch_size", p.generate.batch_size)
-    if not 1 <= p.generate.min_steps <= p.generate.max_steps:
-        raise ProfileError(f"{where}generate.min_steps: need 1 <= min_steps <= max_steps")
-    positive("reward.batch_size", p.reward.batch_size)
-    positive("reward.learning_rate", p.reward.learning_rate)
-    if p.reward.finetune not in ("full", "lora"):
-        raise ProfileError(f"{where}reward.finetune: expected 'full' or 'lora', got {p.reward.finetune!r}")
-    if p.generate.dtype not in ("float32", "bfloat16", "float16"):
-        raise ProfileError(f"{where}generate.dtype: expected float32, bfloat16 or float16")
     families = {"generator": "flux_fill", "generator_sd": "sd_inpaint", "clip": "", "reward_model": ""}
     for key, family in families.items():
         got = getattr(p.models, key).family

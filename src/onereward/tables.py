@@ -38,6 +38,79 @@ def candidates_schema(*extra: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema([*CANDIDATE_COLUMNS, *extra])
 
 
+# --- every table of every artifact (docs/contracts.md describes the columns) ----------------------
+
+# pool/items.parquet (synthesize_pool; mask, prompt and target nullable).
+POOL_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("task", pa.string()),
+        ("image", pa.string()),
+        ("mask", pa.string()),
+        ("prompt", pa.string()),
+        ("meta", pa.string()),
+        ("target", pa.string()),
+    ]
+)
+
+# subset/items.parquet: the pool's columns plus the cluster of each representative.
+SUBSET_SCHEMA = pa.schema(
+    [
+        *POOL_SCHEMA,
+        ("cluster_id", pa.int64()),
+        ("distance", pa.float64()),
+        ("embedding_index", pa.int64()),
+    ]
+)
+# subset/bad_items.parquet and subset/clusters.parquet.
+BAD_ITEMS_SCHEMA = pa.schema([("item_id", pa.string()), ("origin", pa.string()), ("reason", pa.string())])
+CLUSTERS_SCHEMA = pa.schema(
+    [("group", pa.string()), ("cluster_id", pa.int64()), ("size", pa.int64()), ("n_selected", pa.int64())]
+)
+
+# candidates/candidates.parquet of generate_candidates: the contract columns plus the sampler's.
+GENERATED_CANDIDATES_SCHEMA = candidates_schema(
+    ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
+    ("start_sigma", pa.float64()),  # noise level of the start (1.0 = pure noise)
+    ("meta", pa.string()),
+)
+# candidates.parquet of synth-candidates: meta holds the applied degradations.
+SYNTH_CANDIDATES_SCHEMA = candidates_schema(("meta", pa.string()))
+
+# preferences/pairs.parquet (import_annotations): one row per item and dimension.
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("item_id", pa.string()),
+        ("task", pa.string()),
+        ("dimension", pa.string()),
+        ("prompt", pa.string()),
+        ("winner", pa.string()),
+        ("loser", pa.string()),
+        ("winner_image", pa.string()),
+        ("loser_image", pa.string()),
+        ("source_image", pa.string()),
+        ("mask_image", pa.string()),
+        ("annotators", pa.string()),
+        ("n_annotators", pa.int64()),
+        ("agreement", pa.float64()),
+        ("ls_task_id", pa.int64()),
+    ]
+)
+
+# reward_model/test_scores.parquet: P(Yes) of both orders of every held-out pair.
+TEST_SCORES_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("item_id", pa.string()),
+        ("task", pa.string()),
+        ("dimension", pa.string()),
+        ("p_yes_winner_first", pa.float64()),
+        ("p_yes_loser_first", pa.float64()),
+    ]
+)
+
+
 def write_table(
     path: str | os.PathLike[str], rows: list[dict[str, Any]], schema: pa.Schema | None = None
 ) -> None:

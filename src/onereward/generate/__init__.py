@@ -1,8 +1,10 @@
 """Stage generate_candidates: randomised mask-guided candidates from a base generator.
 
-``stage.run`` is the entry point (see docs/contracts.md); ``flux_sampler`` and ``sd_sampler`` hold
-the batched samplers of the two generator families, ``sampler`` what they share.
+``stage.run`` is the entry point (see docs/contracts.md), ``config.GenerateConfig`` its settings;
+``flux_sampler`` and ``sd_sampler`` hold the batched samplers of the two generator families,
+``sampler`` what they share.
 """
 
-FAMILIES = ("flux_fill", "sd_inpaint")
-DEFAULT_NEGATIVE_PROMPTS = "none;nsfw;blurry;low quality;blurry, low quality, distorted"
+from onereward.generate.config import DEFAULT_NEGATIVE_PROMPTS, FAMILIES
+
+__all__ = ["DEFAULT_NEGATIVE_PROMPTS", "FAMILIES"]

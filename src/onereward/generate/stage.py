@@ -34,53 +34,32 @@ import math
 import shutil
 import zlib
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from onereward import tasks
 from onereward.artifacts import ArtifactError, ArtifactWriter, Manifest, read_artifact, write_json_atomic
 from onereward.errors import InputError
-from onereward.generate import FAMILIES
+from onereward.generate.config import GenerateConfig
 from onereward.generate.sampler import CandidateSpec, ItemCondition, Sampler, check_condition, paste_back
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
-from onereward.tables import candidates_schema, read_table, write_table
+from onereward.profile import load_profile
+from onereward.tables import GENERATED_CANDIDATES_SCHEMA, read_table, write_table
+from onereward.zoo import zoo_dir_for
 
 log = get_logger("generate")
 
+STAGE = "generate_candidates"
+
 PROGRESS_DIR = "_progress"  # per-item records inside the staging folder (removed when finished)
 
-CANDIDATES_SCHEMA = candidates_schema(
-    ("executed_steps", pa.int64()),  # steps actually run (fewer than ``steps`` when strength < 1)
-    ("start_sigma", pa.float64()),  # noise level of the start (1.0 = pure noise)
-    ("meta", pa.string()),
-)
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
-    try:
-        i_s, n_s = str(shard).split("/")
-        i, n = int(i_s), int(n_s)
-    except ValueError:
-        raise InputError(f"--shard (shard): expected 'i/n' such as '0/4', got {shard!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise InputError(f"--shard (shard): need 0 <= i < n, got {shard!r}")
-    return i, n
-
-
-def parse_negative_prompts(spec: str) -> list[str]:
-    """``"none;nsfw;blurry"`` -> ``["", "nsfw", "blurry"]`` ("none" or an empty entry = no negative)."""
-    entries = [e.strip() for e in str(spec).split(";")]
-    out = ["" if e.lower() in ("", "none") else e for e in entries]
-    return list(dict.fromkeys(out))
+CANDIDATES_SCHEMA = GENERATED_CANDIDATES_SCHEMA
 
 
 def item_rng(seed: int, item_id: str) -> np.random.Generator:
@@ -88,38 +67,24 @@ def item_rng(seed: int, item_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0x7FFFFFFF, zlib.crc32(item_id.encode())])
 
 
-def sample_specs(
-    item_id: str,
-    prompt: str,
-    *,
-    family: str,
-    num_candidates: int,
-    seed: int,
-    min_steps: int,
-    max_steps: int,
-    cfg_min: float,
-    cfg_max: float,
-    strength_min: float,
-    strength_max: float,
-    negative_prompts: Sequence[str],
-    guidance: float,
-) -> list[CandidateSpec]:
+def sample_specs(item_id: str, prompt: str, cfg: GenerateConfig) -> list[CandidateSpec]:
     """Draw the parameters of one item's candidates (steps, CFG, negative prompt, strength, seed).
 
     Steps are uniform integers in [min_steps, max_steps]; CFG scale and strength uniform in their
     ranges (rounded to 2 decimals, so the recorded value is the value used); the negative prompt
-    uniform over ``negative_prompts``. For sd_inpaint a strength is raised to the smallest value
+    uniform over ``cfg.negatives``. For sd_inpaint a strength is raised to the smallest value
     that still runs one step (``int(steps * strength) >= 1``).
     """
-    rng = item_rng(seed, item_id)
+    rng = item_rng(cfg.seed, item_id)
+    negatives = cfg.negatives
     specs = []
-    for index in range(num_candidates):
-        steps = int(rng.integers(min_steps, max_steps + 1))
-        cfg = round(float(rng.uniform(cfg_min, cfg_max)), 2)
-        negative = negative_prompts[int(rng.integers(len(negative_prompts)))]
-        strength = round(float(rng.uniform(strength_min, strength_max)), 2)
+    for index in range(cfg.num_candidates):
+        steps = int(rng.integers(cfg.min_steps, cfg.max_steps + 1))
+        cfg_scale = round(float(rng.uniform(cfg.cfg_min, cfg.cfg_max)), 2)
+        negative = negatives[int(rng.integers(len(negatives)))]
+        strength = round(float(rng.uniform(cfg.strength_min, cfg.strength_max)), 2)
         cand_seed = int(rng.integers(0, 2**31 - 1))
-        if family == "sd_inpaint" and int(steps * strength) < 1:
+        if cfg.family == "sd_inpaint" and int(steps * strength) < 1:
             strength = math.ceil(100 / steps) / 100
         specs.append(
             CandidateSpec(
@@ -128,37 +93,21 @@ def sample_specs(
                 prompt=prompt,
                 negative_prompt=negative,
                 steps=steps,
-                cfg_scale=cfg,
+                cfg_scale=cfg_scale,
                 strength=min(strength, 1.0),
                 seed=cand_seed,
-                guidance=float(guidance) if family == "flux_fill" else 0.0,
+                guidance=float(cfg.guidance) if cfg.family == "flux_fill" else 0.0,
             )
         )
     return specs
 
 
-def _check_ranges(p: dict[str, Any]) -> None:
-    def bad(name: str, expect: str) -> InputError:
-        return InputError(f"--{name.replace('_', '-')} ({name}): {expect}, got {p[name]!r}")
-
-    if p["family"] not in FAMILIES:
-        raise bad("family", f"expected one of {', '.join(FAMILIES)}")
-    if not isinstance(p["num_candidates"], int) or p["num_candidates"] < 1:
-        raise bad("num_candidates", "expected an integer >= 1")
-    if not 1 <= p["min_steps"] <= p["max_steps"]:
-        raise bad("min_steps", f"need 1 <= min_steps <= max_steps (max_steps={p['max_steps']})")
-    if not 1.0 <= p["cfg_min"] <= p["cfg_max"]:
-        raise bad("cfg_min", f"need 1 <= cfg_min <= cfg_max (cfg_max={p['cfg_max']})")
-    if not 0.0 < p["strength_min"] <= p["strength_max"] <= 1.0:
-        raise bad(
-            "strength_min", f"need 0 < strength_min <= strength_max <= 1 (strength_max={p['strength_max']})"
-        )
-    if p["feather"] < 0:
-        raise bad("feather", "expected an integer >= 0")
-    if p["batch_size"] < 1:
-        raise bad("batch_size", "expected an integer >= 1")
-    if p["guidance"] < 0:
-        raise bad("guidance", "expected a number >= 0")
+def parse_shard(shard: str, where: str = "shard") -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n (the shard of a candidates artifact's parameters)."""
+    try:
+        return GenerateConfig(shard=str(shard)).shard_index()
+    except InputError:
+        raise InputError(f"{where}: field 'shard' must be 'i/n' with 0 <= i < n, got {shard!r}") from None
 
 
 def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
@@ -241,130 +190,121 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass
+class Plan:
+    """What one run generates: this shard's items and their candidate specs, and the parameters
+    recorded in the manifest (their ``fingerprint`` keys resume and reuse)."""
+
+    source: Manifest
+    root: Path
+    rows: list[dict[str, Any]]
+    specs: dict[str, list[CandidateSpec]]
+    sizes: dict[str, tuple[int, int]]
+    params: dict[str, Any]
+    inputs: list[Manifest]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.params["fingerprint"]
+
+
+@dataclass
+class GenerationStats:
+    """Counters of the generation step (zero when every item was resumed)."""
+
+    seconds: float = 0.0
+    n_generated: int = 0
+    n_text_encodings: int = 0
+    n_vae_encodes: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
 def run(
-    subset: str,
-    out: str,
-    *,
-    profile: str = "tiny",
-    zoo: str | None = None,
-    family: str = "flux_fill",
-    num_candidates: int | None = None,
-    shard: str = "0/1",
-    seed: int = 0,
-    min_steps: int | None = None,
-    max_steps: int | None = None,
-    cfg_min: float | None = None,
-    cfg_max: float | None = None,
-    strength_min: float | None = None,
-    strength_max: float | None = None,
-    negative_prompts: str | None = None,
-    guidance: float | None = None,
-    feather: int | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    report_items: int = 24,
+    subset: str, out: str, *, profile: str = "tiny", zoo: str | None = None, **settings: Any
 ) -> dict[str, Any]:
     """Generate ``num_candidates`` candidates per item of ``subset`` into the ``candidates`` artifact ``out``.
 
     Args:
         subset: a ``subset`` artifact, or a ``pool`` artifact whose items all have masks.
         out: output artifact directory (staged beside it in ``.<name>.partial`` while running).
-        profile: profile name or YAML path; gives the generator folders and ``generate`` settings.
+        profile: profile name or YAML path; gives the generator folders and the ``generate`` settings.
         zoo: tiny-zoo artifact dir for ``zoo:`` references (None: the cached zoo of the profile).
-        family: ``flux_fill`` (profile model ``generator``) or ``sd_inpaint`` (``generator_sd``).
-        Every parameter below that is None takes the profile's ``generate.<name>`` value.
-
-        num_candidates: candidates per item.
-        shard: ``"i/n"``: generate only items at positions ``i, i+n, ...`` of the id-sorted list.
-        seed: root seed; an item's parameters and noise depend on ``(seed, item_id)`` only.
-        min_steps, max_steps: inference-step range.
-        cfg_min, cfg_max: true-CFG scale range (>= 1; 1 means no negative pass).
-        strength_min, strength_max: initial noise strength range in (0, 1]; below 1 the sampler
-            starts from the noised source and runs fewer steps.
-        negative_prompts: ``;``-separated choices, ``none`` = no negative prompt. A negative prompt
-            acts only through true CFG, i.e. when the candidate's cfg_scale is above 1.
-        guidance: flux distilled-guidance input (OneReward uses 1 with true CFG); 0 for sd_inpaint.
-        feather: paste-back feather radius in pixels inside the mask (0 = hard paste).
-        batch_size: candidates per generator batch.
-        device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1`` ...
-        report_items: items shown in report.html.
+        settings: fields of :class:`~onereward.generate.config.GenerateConfig`; None or absent =
+            the profile's value.
 
     Returns the metrics dict, also written to ``metrics.json`` (keys in docs/contracts.md).
     """
-    from onereward.profile import load_profile
-    from onereward.zoo import zoo_dir_for
-
+    # 1. Settings: the profile's generate section with the overrides.
     prof = load_profile(profile)
-    g = prof.generate
+    cfg = GenerateConfig.resolve(prof.generate, settings)
+    # 2. Read this shard's items and check every condition before any work.
+    plan = plan_run(prof, cfg, zoo, subset)
+    # 3. A finished artifact of the same plan is the result.
+    done = _finished(out, plan.fingerprint)
+    if done is not None:
+        return done.metrics()
+    # 4. Generate into the resumable staging folder, then 5. write tables, metrics and report.
+    with ArtifactWriter(
+        out, kind="candidates", stage=STAGE, parameters=plan.params, inputs=plan.inputs, resume=True
+    ) as art:
+        todo = _resume(art.path, plan)
+        for row in plan.rows:
+            _copy_item_files(plan.root, art.path, row)
+        stats = GenerationStats()
+        if todo:
+            with art.timer("load_model_s"):
+                sampler = make_sampler(
+                    cfg.family,
+                    prof.resolve_model(cfg.model_key, zoo_dir_for(prof, zoo)),
+                    dtype=cfg.dtype,
+                    device=_resolve_device(cfg.device),
+                    batch_size=cfg.batch_size,
+                    max_sequence_length=cfg.max_sequence_length,
+                )
+            with art.timer("generate_s"):
+                stats = _generate(sampler, plan, art.path, todo, cfg)
+        metrics = _write_outputs(art, plan, stats, n_resumed=len(plan.rows) - len(todo), cfg=cfg)
+    return metrics
 
-    def pick(value: Any, default: Any) -> Any:  # None = the profile's value
-        return default if value is None else value
 
-    shard_i, shard_n = parse_shard(shard)
-    negatives = parse_negative_prompts(pick(negative_prompts, g.negative_prompts))
-    key = "generator" if family == "flux_fill" else "generator_sd"
+def plan_run(prof: Any, cfg: GenerateConfig, zoo: str | None, subset: str) -> Plan:
+    """Read this shard's items, check their pixels (a bad mask stops the stage before any work) and
+    draw every candidate's parameters; the recorded parameters include the generator's identity."""
+    shard_i, shard_n = cfg.shard_index()
+    source, root, rows = _read_items(subset)
+    rows = sorted(rows, key=lambda r: r["item_id"])[shard_i::shard_n]
     params: dict[str, Any] = {
         "profile": prof.name,
         "profile_sha": prof.sha,
-        "family": family,
-        "num_candidates": pick(num_candidates, g.num_candidates),
+        "family": cfg.family,
+        "num_candidates": cfg.num_candidates,
         "shard": f"{shard_i}/{shard_n}",
-        "seed": int(seed),
-        "min_steps": pick(min_steps, g.min_steps),
-        "max_steps": pick(max_steps, g.max_steps),
-        "cfg_min": float(pick(cfg_min, g.cfg_min)),
-        "cfg_max": float(pick(cfg_max, g.cfg_max)),
-        "strength_min": float(pick(strength_min, g.strength_min)),
-        "strength_max": float(pick(strength_max, g.strength_max)),
-        "negative_prompts": negatives,
-        "guidance": float(pick(guidance, g.guidance)),
-        "feather": int(pick(feather, g.feather)),
-        "batch_size": pick(batch_size, g.batch_size),
-        "max_sequence_length": g.max_sequence_length,
-        "dtype": g.dtype,
+        "seed": cfg.seed,
+        "min_steps": cfg.min_steps,
+        "max_steps": cfg.max_steps,
+        "cfg_min": cfg.cfg_min,
+        "cfg_max": cfg.cfg_max,
+        "strength_min": cfg.strength_min,
+        "strength_max": cfg.strength_max,
+        "negative_prompts": cfg.negatives,
+        "guidance": cfg.guidance,
+        "feather": cfg.feather,
+        "batch_size": cfg.batch_size,
+        "max_sequence_length": cfg.max_sequence_length,
+        "dtype": cfg.dtype,
+        # The generator model is part of the fingerprint: another model never resumes or reuses this one's work.
+        "generator": generator_identity(prof, cfg.model_key, zoo),
     }
-    _check_ranges(params)
-    source, root, rows = _read_items(subset)
-    rows = sorted(rows, key=lambda r: r["item_id"])[shard_i::shard_n]
-    # The generator model is part of the fingerprint: another model never resumes or reuses this one's work.
-    params["generator"] = generator_identity(prof, key, zoo)
-    fingerprint = _fingerprint(params, source)
-    params["fingerprint"] = fingerprint
-
-    out_path = Path(out)
-    if (out_path / "manifest.json").is_file():
-        try:
-            done = read_artifact(out_path, kind="candidates", what="--out")
-            if done.parameters.get("fingerprint") == fingerprint:
-                log.info("%s is already complete for these parameters; nothing to do", out_path)
-                return done.metrics()
-        except ArtifactError as e:
-            log.warning("regenerating %s: %s", out_path, e)
-
-    all_specs = {
-        row["item_id"]: sample_specs(
-            row["item_id"],
-            tasks.effective_prompt(row["task"], row["prompt"]),
-            family=family,
-            num_candidates=params["num_candidates"],
-            seed=params["seed"],
-            min_steps=params["min_steps"],
-            max_steps=params["max_steps"],
-            cfg_min=params["cfg_min"],
-            cfg_max=params["cfg_max"],
-            strength_min=params["strength_min"],
-            strength_max=params["strength_max"],
-            negative_prompts=negatives,
-            guidance=params["guidance"],
-        )
+    params["fingerprint"] = _fingerprint(params, source)
+    specs = {
+        row["item_id"]: sample_specs(row["item_id"], tasks.effective_prompt(row["task"], row["prompt"]), cfg)
         for row in rows
     }
-    # Pixel checks before anything is generated: a bad mask stops the stage before any work.
     sd_factor = None
-    if family == "sd_inpaint" and rows:
+    if cfg.family == "sd_inpaint" and rows:
         from onereward.models.sd_inpaint import vae_scale_factor
 
-        sd_factor = vae_scale_factor(prof.resolve_model(key, zoo_dir_for(prof, zoo)))
+        sd_factor = vae_scale_factor(prof.resolve_model(cfg.model_key, zoo_dir_for(prof, zoo)))
     sizes: dict[str, tuple[int, int]] = {}
     for row in rows:
         item = _load_condition(root, row)
@@ -373,93 +313,86 @@ def run(
             from onereward.generate.sd_sampler import check_latent_mask
 
             check_latent_mask(item, sd_factor, where="--subset item")
+    inputs = [source]
+    if prof.model_ref(cfg.model_key).ref.startswith("zoo:"):
+        from onereward.zoo import zoo_manifest
 
-    from onereward.zoo import zoo_manifest
+        inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's generator ran
+    return Plan(source, root, rows, specs, sizes, params, inputs)
 
-    generator_inputs = [source]
-    if prof.model_ref(key).ref.startswith("zoo:"):
-        generator_inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's generator ran
-    with ArtifactWriter(
-        out,
-        kind="candidates",
-        stage="generate_candidates",
-        parameters=params,
-        inputs=generator_inputs,
-        resume=True,
-    ) as art:
-        progress = art.path / PROGRESS_DIR
-        stamp = progress / "params.json"
-        if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
-            log.warning("staging folder %s holds a run with other parameters; starting over", art.path)
-            for child in art.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        write_json_atomic(stamp, {"fingerprint": fingerprint})
-        finished = {
-            row["item_id"]
-            for row in rows
-            if (progress / f"{row['item_id']}.json").is_file()
-            and all(
-                (art.path / _candidate_path(row["item_id"], k)).is_file()
-                for k in range(params["num_candidates"])
-            )
+
+def _finished(out: str, fingerprint: str) -> Manifest | None:
+    """The manifest of ``out`` when it is a complete artifact of the same plan, else None."""
+    out_path = Path(out)
+    if not (out_path / "manifest.json").is_file():
+        return None
+    try:
+        done = read_artifact(out_path, kind="candidates", what="--out")
+    except ArtifactError as e:
+        log.warning("regenerating %s: %s", out_path, e)
+        return None
+    if done.parameters.get("fingerprint") != fingerprint:
+        return None
+    log.info("%s is already complete for these parameters; nothing to do", out_path)
+    return done
+
+
+def _resume(staging: Path, plan: Plan) -> list[dict[str, Any]]:
+    """The items still to generate: a staging folder of another plan starts over; an item counts as
+    finished when its record and all its candidate images are there."""
+    progress = staging / PROGRESS_DIR
+    stamp = progress / "params.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") != plan.fingerprint:
+        log.warning("staging folder %s holds a run with other parameters; starting over", staging)
+        for child in staging.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    write_json_atomic(stamp, {"fingerprint": plan.fingerprint})
+    n_cand = plan.params["num_candidates"]
+    finished = {
+        row["item_id"]
+        for row in plan.rows
+        if (progress / f"{row['item_id']}.json").is_file()
+        and all((staging / _candidate_path(row["item_id"], k)).is_file() for k in range(n_cand))
+    }
+    todo = [row for row in plan.rows if row["item_id"] not in finished]
+    log.info(
+        "generate_candidates: %d items (%d resumed, %d to generate), %d candidates each, family %s",
+        len(plan.rows), len(finished), len(todo), n_cand, plan.params["family"],
+    )  # fmt: skip
+    return todo
+
+
+def _write_outputs(
+    art: ArtifactWriter, plan: Plan, stats: GenerationStats, *, n_resumed: int, cfg: GenerateConfig
+) -> dict[str, Any]:
+    """items.parquet, candidates.parquet, metrics and report.html of the finished staging folder."""
+    progress = art.path / PROGRESS_DIR
+    cand_rows: list[dict[str, Any]] = []
+    for row in plan.rows:
+        cand_rows.extend(json.loads((progress / f"{row['item_id']}.json").read_text()))
+    # With the input's schema: an empty shard (more shards than items) still has its columns.
+    write_table(art.path / "items.parquet", plan.rows, schema=pq.read_schema(plan.root / "items.parquet"))
+    write_table(art.path / "candidates.parquet", cand_rows, schema=CANDIDATES_SCHEMA)
+    metrics = candidate_metrics(cand_rows, n_items=len(plan.rows))
+    sizes = stats.batch_sizes
+    metrics.update(
+        {
+            "family": cfg.family,
+            "n_generated": stats.n_generated,
+            "n_items_resumed": n_resumed,
+            "generate_seconds": round(stats.seconds, 3),
+            "images_per_second": round(stats.n_generated / stats.seconds, 3) if stats.seconds > 0 else 0.0,
+            "n_text_encodings": stats.n_text_encodings,
+            "n_vae_encodes": stats.n_vae_encodes,
+            "n_batches": len(sizes),
+            "mean_batch_size": round(float(np.mean(sizes)), 3) if sizes else 0.0,
+            "batch_fill": round(float(np.mean(sizes)) / cfg.batch_size, 3) if sizes else 0.0,
         }
-        todo = [row for row in rows if row["item_id"] not in finished]
-        log.info(
-            "generate_candidates: %d items (%d resumed, %d to generate), %d candidates each, family %s",
-            len(rows),
-            len(finished),
-            len(todo),
-            params["num_candidates"],
-            family,
-        )
-        for row in rows:
-            _copy_item_files(root, art.path, row)
-        gen_seconds, n_generated, n_text_encodings, n_vae_encodes = 0.0, 0, 0, 0
-        batch_sizes: list[int] = []
-        if todo:
-            model_dir = prof.resolve_model(key, zoo_dir_for(prof, zoo))
-            with art.timer("load_model_s"):
-                sampler = make_sampler(
-                    family,
-                    model_dir,
-                    dtype=params["dtype"],
-                    device=_resolve_device(device),
-                    batch_size=params["batch_size"],
-                    max_sequence_length=params["max_sequence_length"],
-                )
-            with art.timer("generate_s"), Throughput("candidates") as tp:
-                batch_sizes = _generate(sampler, root, art.path, todo, sizes, all_specs, params, tp)
-            gen_seconds, n_generated = tp.elapsed, tp.count
-            n_text_encodings = sampler.text.n_encoded
-            n_vae_encodes = sampler.n_vae_encodes
-            log.info("generate_candidates: %s", tp)
-        cand_rows: list[dict[str, Any]] = []
-        for row in rows:
-            cand_rows.extend(json.loads((progress / f"{row['item_id']}.json").read_text()))
-        # With the input's schema: an empty shard (more shards than items) still has its columns.
-        write_table(art.path / "items.parquet", rows, schema=pq.read_schema(root / "items.parquet"))
-        write_table(art.path / "candidates.parquet", cand_rows, schema=CANDIDATES_SCHEMA)
-        metrics = candidate_metrics(cand_rows, n_items=len(rows))
-        metrics.update(
-            {
-                "family": family,
-                "n_generated": n_generated,
-                "n_items_resumed": len(finished),
-                "generate_seconds": round(gen_seconds, 3),
-                "images_per_second": round(n_generated / gen_seconds, 3) if gen_seconds > 0 else 0.0,
-                "n_text_encodings": n_text_encodings,
-                "n_vae_encodes": n_vae_encodes,
-                "n_batches": len(batch_sizes),
-                "mean_batch_size": round(float(np.mean(batch_sizes)), 3) if batch_sizes else 0.0,
-                "batch_fill": round(float(np.mean(batch_sizes)) / params["batch_size"], 3)
-                if batch_sizes
-                else 0.0,
-            }
-        )
-        art.counts.update({"n_items": len(rows), "n_candidates": len(cand_rows)})
-        art.metrics.update(metrics)
-        write_report(art.path, rows, cand_rows, metrics, max_items=report_items)
-        shutil.rmtree(progress)
+    )
+    art.counts.update({"n_items": len(plan.rows), "n_candidates": len(cand_rows)})
+    art.metrics.update(metrics)
+    write_report(art.path, plan.rows, cand_rows, metrics, max_items=cfg.report_items)
+    shutil.rmtree(progress)
     return metrics
 
 
@@ -492,52 +425,56 @@ def plan_batches(keys: list[Any], owners: list[int], batch_size: int) -> list[li
 
 
 def _generate(
-    sampler: Sampler,
-    root: Path,
-    staging: Path,
-    todo: list[dict[str, Any]],
-    sizes: dict[str, tuple[int, int]],
-    all_specs: dict[str, list[CandidateSpec]],
-    params: dict[str, Any],
-    tp: Throughput,
-) -> list[int]:
-    """Generate the candidates of ``todo`` in planned batches; returns the batch sizes.
+    sampler: Sampler, plan: Plan, staging: Path, todo: list[dict[str, Any]], cfg: GenerateConfig
+) -> GenerationStats:
+    """Generate the candidates of ``todo`` in planned batches into ``staging``.
 
     An item's record (which marks it finished for resume) is written as soon as its last
     candidate is saved; its source is loaded when first needed and dropped, with the sampler's
     cached VAE encoding, once the item is finished.
     """
+    root, sizes, params = plan.root, plan.sizes, plan.params
     position = {row["item_id"]: k for k, row in enumerate(todo)}
     by_id = {row["item_id"]: row for row in todo}
-    specs = [s for row in todo for s in all_specs[row["item_id"]]]
+    specs = [s for row in todo for s in plan.specs[row["item_id"]]]
     keys = [sampler.batch_key(sizes[s.item_id], s) for s in specs]
-    plan = plan_batches(keys, [position[s.item_id] for s in specs], sampler.batch_size)
+    batches = plan_batches(keys, [position[s.item_id] for s in specs], sampler.batch_size)
     remaining = Counter(s.item_id for s in specs)
     loaded: dict[str, Any] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(specs), desc=f"candidates ({sampler.family})", unit="img", disable=len(todo) < 4)
-    for idx in plan:
-        batch = [specs[i] for i in idx]
-        for iid in dict.fromkeys(s.item_id for s in batch):
-            if iid not in loaded:
-                loaded[iid] = _load_condition(root, by_id[iid])
-        images = sampler.sample({iid: loaded[iid] for iid in dict.fromkeys(s.item_id for s in batch)}, batch)
-        for spec, image in zip(batch, images, strict=True):
-            item = loaded[spec.item_id]
-            result = paste_back(item.image, image, item.mask, params["feather"])
-            rel = _candidate_path(spec.item_id, spec.index)
-            save_png(staging / rel, result)
-            records.setdefault(spec.item_id, []).append(_candidate_row(spec, rel, sampler, params, sizes))
-            remaining[spec.item_id] -= 1
-            if remaining[spec.item_id] == 0:  # the record marks the item finished (written last)
-                cand = sorted(records.pop(spec.item_id), key=lambda c: c["index"])
-                write_json_atomic(staging / PROGRESS_DIR / f"{spec.item_id}.json", cand)
-                loaded.pop(spec.item_id)
-                sampler.release(spec.item_id)
-        tp.add(len(batch))
-        bar.update(len(batch))
+    with Throughput("candidates") as tp:
+        for idx in batches:
+            batch = [specs[i] for i in idx]
+            for iid in dict.fromkeys(s.item_id for s in batch):
+                if iid not in loaded:
+                    loaded[iid] = _load_condition(root, by_id[iid])
+            images = sampler.sample(
+                {iid: loaded[iid] for iid in dict.fromkeys(s.item_id for s in batch)}, batch
+            )
+            for spec, image in zip(batch, images, strict=True):
+                item = loaded[spec.item_id]
+                result = paste_back(item.image, image, item.mask, cfg.feather)
+                rel = _candidate_path(spec.item_id, spec.index)
+                save_png(staging / rel, result)
+                records.setdefault(spec.item_id, []).append(_candidate_row(spec, rel, sampler, params, sizes))
+                remaining[spec.item_id] -= 1
+                if remaining[spec.item_id] == 0:  # the record marks the item finished (written last)
+                    cand = sorted(records.pop(spec.item_id), key=lambda c: c["index"])
+                    write_json_atomic(staging / PROGRESS_DIR / f"{spec.item_id}.json", cand)
+                    loaded.pop(spec.item_id)
+                    sampler.release(spec.item_id)
+            tp.add(len(batch))
+            bar.update(len(batch))
     bar.close()
-    return [len(b) for b in plan]
+    log.info("generate_candidates: %s", tp)
+    return GenerationStats(
+        seconds=tp.elapsed,
+        n_generated=tp.count,
+        n_text_encodings=sampler.text.n_encoded,
+        n_vae_encodes=sampler.n_vae_encodes,
+        batch_sizes=[len(b) for b in batches],
+    )
 
 
 def _candidate_row(
@@ -650,7 +587,10 @@ def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
     if not shard_dirs:
         raise InputError("--shards (shard_dirs): expected at least one candidates artifact")
     manifests = [read_artifact(d, kind="candidates", what=f"--shards {d}") for d in shard_dirs]
-    parsed = [parse_shard(m.parameters.get("shard", "")) for m in manifests]
+    parsed = [
+        parse_shard(m.parameters.get("shard", ""), f"--shards {d}")
+        for d, m in zip(shard_dirs, manifests, strict=True)
+    ]
     n = parsed[0][1]
     got = sorted(f"{i}/{k}" for i, k in parsed)
     if any(k != n for _, k in parsed) or sorted(i for i, _ in parsed) != list(range(n)):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from onereward.config import add_arguments, overrides_from_args
+from onereward.reward.config import RewardConfig
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-reward`` subcommand."""
@@ -28,51 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--zoo", default=None, help="tiny zoo directory for zoo: references (default: the cached zoo)"
     )
-    p.add_argument(
-        "--max-steps", type=int, default=None, help="training steps (default: the profile's reward.max_steps)"
-    )
-    p.add_argument(
-        "--finetune",
-        choices=("full", "lora"),
-        default=None,
-        help="full fine-tune or LoRA (default: the profile's)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="queries per step = 2 x pairs (default: the profile's)"
-    )
-    p.add_argument(
-        "--learning-rate", type=float, default=None, help="AdamW learning rate (default: the profile's)"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the split, the pair order and training (default: 0)"
-    )
-    p.add_argument(
-        "--test-fraction", type=float, default=0.2, help="share of items per task held out (default: 0.2)"
-    )
-    p.add_argument(
-        "--context-images",
-        action="store_true",
-        help="also show source and mask to the model (off in the paper)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        help="checkpoint every N steps (default: max_steps/4; 0 = never)",
-    )
-    p.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        help="checkpoints + TensorBoard logs (default: .<out>.checkpoints beside --out)",
-    )
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --checkpoint-dir")
-    p.add_argument(
-        "--keep-checkpoints", action="store_true", help="keep the checkpoint directory after success"
-    )
-    p.add_argument(
-        "--answer-norm", choices=("yes_no", "vocab"), default="yes_no",
-        help="P(Yes) normalised over {Yes, No} (default) or the full vocabulary softmax",
-    )  # fmt: skip
+    add_arguments(p, RewardConfig)
     p.set_defaults(func=_train_reward)
 
 
@@ -85,18 +44,7 @@ def _train_reward(args: argparse.Namespace) -> int:
         args.out,
         profile=args.profile,
         zoo=args.zoo,
-        max_steps=args.max_steps,
-        finetune=args.finetune,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        context_images=args.context_images,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_dir=args.checkpoint_dir,
-        resume=not args.no_resume,
-        answer_norm=args.answer_norm,
-        keep_checkpoints=args.keep_checkpoints,
+        **overrides_from_args(args, RewardConfig),
     )
     summary = {k: metrics[k] for k in ("mean_accuracy", "order_consistency", "ece", "accuracy")}
     print(json.dumps(summary, indent=2, sort_keys=True))

@@ -92,7 +92,7 @@ def make_oracle_preferences(
     The intermediate pool and candidates artifacts go to ``work_dir`` (default: beside ``out_dir``).
     """
     from onereward.synth.candidates import make_candidates
-    from onereward.synth.world import make_pool
+    from onereward.synth.stage import make_pool
 
     out = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out.parent / f".{out.name}.work"

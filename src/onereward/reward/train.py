@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from onereward.artifacts import write_json_atomic
 from onereward.errors import InputError
 from onereward.log import Throughput, get_logger
+from onereward.reward.config import RewardConfig
 from onereward.reward.data import Comparison, ImageStore, PreferencePair, both_orders
 from onereward.reward.scoring import RewardScorer
 
@@ -40,39 +41,6 @@ log = get_logger("reward.train")
 STATE_FILE = "state.json"
 CHECKPOINT_PREFIX = "step-"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv", "proj")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings of one SFT run (profile.reward plus stage parameters)."""
-
-    batch_size: int = 16  # queries per step; each pair contributes its two orders
-    learning_rate: float = 1e-6
-    max_steps: int = 1000
-    finetune: str = "full"  # full | lora
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    lora_rank: int = 16
-    checkpoint_every: int = 0  # 0 = no checkpoints
-    keep_checkpoints: int = 2
-    log_every: int = 10
-
-    def validate(self) -> None:
-        if self.batch_size < 2 or self.batch_size % 2:
-            raise InputError(
-                f"batch_size: expected an even number >= 2 (pairs x both orders), got {self.batch_size}"
-            )
-        if self.max_steps < 1:
-            raise InputError(f"max_steps: expected >= 1, got {self.max_steps}")
-        if not self.learning_rate > 0:
-            raise InputError(f"learning_rate: expected > 0, got {self.learning_rate}")
-        if self.finetune not in ("full", "lora"):
-            raise InputError(f"finetune: expected 'full' or 'lora', got {self.finetune!r}")
-        if self.checkpoint_every < 0:
-            raise InputError(f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
 
 
 @dataclass
@@ -125,13 +93,13 @@ def sft_loss(
     return loss, accuracy
 
 
-def _fingerprint(pairs: list[PreferencePair], cfg: TrainConfig, model_path: str) -> str:
+def _fingerprint(pairs: list[PreferencePair], cfg: RewardConfig, model_path: str) -> str:
     import hashlib
 
     h = hashlib.sha256()
     h.update(
         json.dumps(
-            [cfg.batch_size, cfg.learning_rate, cfg.finetune, cfg.seed, cfg.warmup_steps, cfg.lora_rank]
+            [cfg.batch_size, cfg.learning_rate, cfg.finetune, cfg.seed, cfg.warmup, cfg.lora_rank]
         ).encode()
     )
     h.update(model_path.encode())
@@ -162,7 +130,7 @@ def train(
     scorer: RewardScorer,
     pairs: list[PreferencePair],
     store: ImageStore,
-    cfg: TrainConfig,
+    cfg: RewardConfig,
     *,
     checkpoint_dir: Path | None = None,
     resume: bool = True,
@@ -178,7 +146,6 @@ def train(
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
-    cfg.validate()
     if not pairs:
         raise InputError("preferences: the train split is empty")
     use_cuda = torch.cuda.is_available()
@@ -194,14 +161,15 @@ def train(
         model = get_peft_model(
             model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=targets)
         )
-    if cfg.gradient_checkpointing:
+    grad_ckpt = cfg.gradient_checkpointing and use_cuda  # memory for compute: only worth it on a GPU
+    if grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.finetune == "lora":
             model.enable_input_require_grads()
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.max_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.max_steps))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
@@ -250,7 +218,7 @@ def train(
             window_acc += accuracy
             window_n += 1
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.max_steps:
+            if done % cfg.log_interval == 0 or done == cfg.max_steps:
                 entry = {
                     "step": done,
                     "loss": window_loss / window_n,
@@ -268,8 +236,8 @@ def train(
                 window_loss, window_acc, window_n = 0.0, 0.0, 0
             if (
                 checkpoint_dir is not None
-                and cfg.checkpoint_every
-                and done % cfg.checkpoint_every == 0
+                and cfg.checkpoint_interval
+                and done % cfg.checkpoint_interval == 0
                 and done < cfg.max_steps
             ):
                 _save_checkpoint(
@@ -286,7 +254,7 @@ def train(
         unwrapped = unwrapped.merge_and_unload()
     unwrapped.eval()
     unwrapped.requires_grad_(False)
-    if cfg.gradient_checkpointing:
+    if grad_ckpt:
         unwrapped.gradient_checkpointing_disable()
     scorer.vlm.model = unwrapped
     return TrainResult(

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
@@ -35,11 +34,11 @@ from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
 from onereward.synth import oracle
 from onereward.synth.world import SHAPE_COLOURS, SHAPES, WORDS, dilate_mask, parse_prompt, render_scene
-from onereward.tables import candidates_schema, read_table, write_table
+from onereward.tables import SYNTH_CANDIDATES_SCHEMA, read_table, write_table
 
 log = get_logger(__name__)
 
-CANDIDATES_SCHEMA = candidates_schema(("meta", pa.string()))  # meta: the applied degradations
+CANDIDATES_SCHEMA = SYNTH_CANDIDATES_SCHEMA  # meta: the applied degradations
 
 # Scene-level degradations change the scene description and re-render it; the rest act on pixels.
 SCENE_DEGRADATIONS = (

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from onereward.config import add_arguments, overrides_from_args
+from onereward.synth.config import SynthConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the synthetic-world subcommands to the ``onereward`` parser."""
@@ -18,16 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", required=True, help="output artifact directory")
-    p.add_argument("--items", type=int, default=48, help="number of items, >= 1 (default: 48)")
-    p.add_argument("--seed", type=int, default=0, help="scene seed; same seed, same bytes (default: 0)")
-    p.add_argument(
-        "--image-size", type=int, default=64, help="image side in pixels, a multiple of 16 (default: 64)"
-    )
-    p.add_argument(
-        "--no-masks",
-        action="store_true",
-        help="write mask null for image_fill/image_extend items (select makes masks); removal keeps masks",
-    )
+    add_arguments(p, SynthConfig)
     p.set_defaults(func=_synth)
 
     c = sub.add_parser(
@@ -49,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from onereward.synth.stage import run
 
-    metrics = run(
-        args.out, items=args.items, seed=args.seed, image_size=args.image_size, masks=not args.no_masks
-    )
+    metrics = run(args.out, **overrides_from_args(args, SynthConfig))
     print(json.dumps({"out": args.out, **metrics}, sort_keys=True))
     return 0
 
