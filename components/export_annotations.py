@@ -9,20 +9,16 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import ExportConfig
-from onereward.config import documented
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
-@documented(
+@stage_doc(
     ExportConfig,
     "Create or reuse the Label Studio projects and import one task per item (idempotent).\n\n"
     "The API token comes from the LABEL_STUDIO_API_KEY environment variable (a Kubernetes Secret on\n"
     "the cluster), never from a parameter. With an empty URL the tasks are written offline.",
-    candidates="Input candidates artifact.",
-    project="Output project reference (URL, project id, task-id map; no token).",
-    report="HTML summary.",
-    metrics="n_tasks and counts.",
 )
 def export_annotations(
     candidates: Input[Artifact],

@@ -7,21 +7,15 @@ from there); a profile setting left at -1 (numbers) or "" (text) takes the profi
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from onereward.config import documented
 from onereward.generate.config import GenerateConfig
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
-@documented(
+@stage_doc(
     GenerateConfig,
     "Generate candidates with randomly sampled inference parameters (paper section 4.2).",
-    subset="Input subset artifact.",
-    zoo="The profile's models (generator).",
-    candidates="Output candidates artifact (table + PNGs + sampled parameters).",
-    report="HTML grid (source | mask | candidates with parameters).",
-    metrics="n_items, n_candidates, images_per_second, realised parameter ranges.",
-    profile="Profile name (tiny, full) or YAML path.",
 )
 def generate_candidates(
     subset: Input[Artifact],

@@ -8,18 +8,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import ImportConfig
-from onereward.config import documented
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
-@documented(
+@stage_doc(
     ImportConfig,
     "Export annotations from Label Studio (or read the offline export), validate and merge them.",
-    annotations="Project reference or offline annotations artifact.",
-    preferences="Output preferences artifact (pairs.parquet + images).",
-    report="Counts per task x dimension, agreement.",
-    metrics="n_tasks, n_pairs, counts, agreement, n_invalid.",
 )
 def import_annotations(
     annotations: Input[Artifact],

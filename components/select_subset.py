@@ -7,21 +7,15 @@ there); a profile setting left at -1 (numbers) or "" (text) takes the profile's 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from onereward.config import documented
 from onereward.select.config import SelectConfig
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
-@documented(
+@stage_doc(
     SelectConfig,
     "Select a diverse, representative subset of the pool (paper section 5.1).",
-    pool="Input pool artifact (synthetic or imported folder).",
-    zoo="The profile's models (CLIP).",
-    subset="Output subset artifact (items + cluster ids + embeddings).",
-    report="Cluster-size histogram, montage of representatives, coverage.",
-    metrics="n_pool, n_bad, n_selected, coverage_selected, coverage_random, images_per_second.",
-    profile="Profile name (tiny, full) or YAML path.",
 )
 def select_subset(
     pool: Input[Artifact],

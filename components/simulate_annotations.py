@@ -8,18 +8,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import SimulateConfig
-from onereward.config import documented
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
-@documented(
+@stage_doc(
     SimulateConfig,
     "Answer every task with the synthetic oracle through the Label Studio API (or offline).",
-    project="Input project reference.",
-    annotations="Output annotations (Label Studio export format, or the project reference).",
-    report="HTML summary.",
-    metrics="Counts of answered tasks and choices.",
 )
 def simulate_annotations(
     project: Input[Artifact],

@@ -6,18 +6,15 @@ Parameters are the fields of :class:`onereward.synth.config.SynthConfig` (descri
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Output
 
-from onereward.config import documented
 from onereward.synth.config import SynthConfig
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
-@documented(
+@stage_doc(
     SynthConfig,
     "Write a pool of synthetic items for every task (image_fill, image_extend, object_removal).",
-    pool="Output pool artifact (items.parquet, images/, masks/, targets/).",
-    report="HTML montage per task.",
-    metrics="n_items, counts per task, items_per_second.",
 )
 def synthesize_pool(
     pool: Output[Artifact],

@@ -7,21 +7,15 @@ there); a profile setting left at -1 (numbers) or "" (text) takes the profile's 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from onereward.config import documented
 from onereward.reward.config import RewardConfig
+from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
-@documented(
+@stage_doc(
     RewardConfig,
     'Fine-tune the VLM to answer "is the first image better?" per task and dimension (Eq. 3).',
-    preferences="Input preferences artifact.",
-    zoo="The profile's models (VLM).",
-    reward_model="Output reward model (HF folder + query template).",
-    report="Accuracy per task x dimension (Table 1 shape), order consistency, calibration.",
-    metrics="accuracy, mean_accuracy, order_consistency.",
-    profile="Profile name (tiny, full) or YAML path.",
 )
 def train_reward_model(
     preferences: Input[Artifact],

@@ -295,21 +295,23 @@ def from_kfp(cls: type[Config], scope: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def documented(cls: type[Config], summary: str, **args: str):
-    """Decorator for a component function: its docstring becomes ``summary`` plus ``Args`` for
-    ``args`` (artifacts, profile ...) and for every other parameter that is a field of ``cls``,
-    described by :func:`kfp_description` (KFP shows these descriptions in the UI)."""
+def documented(cls: type[Config], summary: str, glossary: Mapping[str, str]):
+    """Decorator for a component function: its docstring becomes ``summary`` plus ``Args`` for every
+    parameter: the fields of ``cls`` described by :func:`kfp_description`, the others (artifacts,
+    the profile) by ``glossary`` (KFP shows these descriptions in the UI)."""
 
     def wrap(fn):
         import inspect
 
-        names = [n for n in inspect.signature(fn).parameters if n not in args]
-        unknown = [n for n in names if n not in {f.name for f in cls.fields()}]
+        fields = {f.name for f in cls.fields()}
+        names = list(inspect.signature(fn).parameters)
+        unknown = [n for n in names if n not in fields and n not in glossary]
         if unknown:
             raise TypeError(
-                f"{fn.__name__}: parameters {unknown} are neither documented nor {cls.__name__} fields"
+                f"{fn.__name__}: parameters {unknown} are neither in the glossary nor {cls.__name__} fields"
             )
-        fn.__doc__ = kfp_docstring(cls, summary, args, tuple(names))
+        args = {n: glossary[n] for n in names if n not in fields}
+        fn.__doc__ = kfp_docstring(cls, summary, args, tuple(n for n in names if n in fields))
         fn.settings_class = cls  # the tests check the component's parameters against it
         return fn
 

@@ -126,6 +126,21 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
+@dataclass
+class _Window:
+    """Running means of the loss and the train accuracy since the last log entry."""
+
+    loss: float = 0.0
+    accuracy: float = 0.0
+    n: int = 0
+
+    def add(self, loss: float, accuracy: float) -> None:
+        self.loss, self.accuracy, self.n = self.loss + loss, self.accuracy + accuracy, self.n + 1
+
+    def entry(self, step: int, lr: float) -> dict[str, float]:
+        return {"step": step, "loss": self.loss / self.n, "train_accuracy": self.accuracy / self.n, "lr": lr}
+
+
 def train(
     scorer: RewardScorer,
     pairs: list[PreferencePair],
@@ -146,12 +161,79 @@ def train(
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
+    # 1. Check inputs; place the model, the optimiser and the schedule.
     if not pairs:
         raise InputError("preferences: the train split is empty")
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and use_cuda else "no", cpu=not use_cuda)
     set_seed(cfg.seed)
-    model = scorer.model
+    grad_ckpt = cfg.gradient_checkpointing and use_cuda  # memory for compute: only worth it on a GPU
+    model = _trainable_model(scorer.model, cfg, grad_ckpt)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.max_steps))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # 2. Resume from the newest complete checkpoint of the same run.
+    fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
+    start_step, history = _resume(accelerator, checkpoint_dir, fingerprint) if resume else (0, [])
+    writer = (
+        SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step) if checkpoint_dir else None
+    )
+    # 3. Train: each process takes its share of the step's pairs, both orders.
+    pairs_per_step = cfg.batch_size // 2
+    rank, world = accelerator.process_index, accelerator.num_processes
+    t0 = time.perf_counter()
+    window = _Window()
+    bar = tqdm(
+        total=cfg.max_steps, initial=start_step, desc="reward SFT", disable=not accelerator.is_main_process
+    )
+    with Throughput("steps") as tp:
+        for step in range(start_step, cfg.max_steps):
+            indices = pairs_for_step(len(pairs), pairs_per_step, cfg.seed, step)
+            comparisons = both_orders(pairs, indices[rank::world] or indices[:1])
+            with accelerator.autocast():
+                loss, accuracy = sft_loss(scorer, model, comparisons, store)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tp.add(1)
+            bar.update(1)
+            window.add(loss.item(), accuracy)
+            done = step + 1
+            if done % cfg.log_interval == 0 or done == cfg.max_steps:
+                history.append(window.entry(done, scheduler.get_last_lr()[0]))
+                _log_entry(history[-1], bar, writer)
+                window = _Window()
+            if _checkpoint_due(checkpoint_dir, cfg, done):
+                _save_checkpoint(
+                    accelerator, checkpoint_dir, done, fingerprint, history, cfg.keep_checkpoints
+                )
+    bar.close()
+    if writer is not None:
+        writer.close()
+    seconds = time.perf_counter() - t0
+    log.info("reward SFT: %s", tp)
+    # 4. Hand the trained model back to the scorer (LoRA merged), ready for scoring.
+    scorer.vlm.model = _finished_model(accelerator.unwrap_model(model), cfg, grad_ckpt)
+    return TrainResult(
+        steps=cfg.max_steps,
+        history=history,
+        seconds=seconds,
+        steps_per_second=(cfg.max_steps - start_step) / seconds if seconds > 0 else 0.0,
+        resumed_from=start_step,
+        trainable_parameters=sum(p.numel() for p in trainable),
+    )
+
+
+def _checkpoint_due(checkpoint_dir: Path | None, cfg: RewardConfig, done: int) -> bool:
+    """A checkpoint is written every ``checkpoint_interval`` steps, never after the last step."""
+    interval = cfg.checkpoint_interval
+    return checkpoint_dir is not None and bool(interval) and done % interval == 0 and done < cfg.max_steps
+
+
+def _trainable_model(model: Any, cfg: RewardConfig, grad_ckpt: bool) -> Any:
+    """The model in training mode: every weight trainable, or LoRA adapters on its linear layers."""
     model.requires_grad_(True)
     if cfg.finetune == "lora":
         from peft import LoraConfig, get_peft_model
@@ -161,110 +243,51 @@ def train(
         model = get_peft_model(
             model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=targets)
         )
-    grad_ckpt = cfg.gradient_checkpointing and use_cuda  # memory for compute: only worth it on a GPU
     if grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.finetune == "lora":
             model.enable_input_require_grads()
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.max_steps))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return model
 
-    fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
-    start_step, history = 0, []
-    if checkpoint_dir is not None and resume:
-        ckpt = latest_checkpoint(checkpoint_dir)
-        if ckpt is not None:
-            state = json.loads((ckpt / STATE_FILE).read_text())
-            if state.get("fingerprint") != fingerprint:
-                raise InputError(
-                    f"checkpoint_dir: {checkpoint_dir} holds checkpoints of a different run (data, model or settings "
-                    f"changed: fingerprint {state.get('fingerprint')} != {fingerprint}); use another checkpoint_dir "
-                    "or resume=False"
-                )
-            accelerator.load_state(str(ckpt))
-            start_step, history = int(state["step"]), list(state["history"])
-            log.info("resumed from %s (step %d)", ckpt, start_step)
-    writer = (
-        SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step) if checkpoint_dir else None
-    )
 
-    pairs_per_step = cfg.batch_size // 2
-    rank, world = accelerator.process_index, accelerator.num_processes
-    t0 = time.perf_counter()
-    window_loss, window_acc, window_n = 0.0, 0.0, 0
-    with Throughput("steps") as tp:
-        bar = tqdm(
-            total=cfg.max_steps,
-            initial=start_step,
-            desc="reward SFT",
-            disable=not accelerator.is_main_process,
-        )
-        for step in range(start_step, cfg.max_steps):
-            indices = pairs_for_step(len(pairs), pairs_per_step, cfg.seed, step)
-            local = indices[rank::world] or indices[:1]  # each process takes its share of the pairs
-            comparisons = both_orders(pairs, local)
-            with accelerator.autocast():
-                loss, accuracy = sft_loss(scorer, model, comparisons, store)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tp.add(1)
-            bar.update(1)
-            window_loss += loss.item()
-            window_acc += accuracy
-            window_n += 1
-            done = step + 1
-            if done % cfg.log_interval == 0 or done == cfg.max_steps:
-                entry = {
-                    "step": done,
-                    "loss": window_loss / window_n,
-                    "train_accuracy": window_acc / window_n,
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                history.append(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.2f}")
-                log.debug(
-                    "step %d loss %.4f train accuracy %.3f", done, entry["loss"], entry["train_accuracy"]
-                )
-                if writer is not None:
-                    for key in ("loss", "train_accuracy", "lr"):
-                        writer.add_scalar(f"train/{key}", entry[key], done)
-                window_loss, window_acc, window_n = 0.0, 0.0, 0
-            if (
-                checkpoint_dir is not None
-                and cfg.checkpoint_interval
-                and done % cfg.checkpoint_interval == 0
-                and done < cfg.max_steps
-            ):
-                _save_checkpoint(
-                    accelerator, checkpoint_dir, done, fingerprint, history, cfg.keep_checkpoints
-                )
-        bar.close()
-    if writer is not None:
-        writer.close()
-    seconds = time.perf_counter() - t0
-    steps_done = cfg.max_steps - start_step
-    log.info("reward SFT: %s", tp)
-    unwrapped = accelerator.unwrap_model(model)
+def _finished_model(model: Any, cfg: RewardConfig, grad_ckpt: bool) -> Any:
+    """The trained model for scoring: LoRA merged back, eval mode, no grads."""
     if cfg.finetune == "lora":
-        unwrapped = unwrapped.merge_and_unload()
-    unwrapped.eval()
-    unwrapped.requires_grad_(False)
+        model = model.merge_and_unload()
+    model.eval()
+    model.requires_grad_(False)
     if grad_ckpt:
-        unwrapped.gradient_checkpointing_disable()
-    scorer.vlm.model = unwrapped
-    return TrainResult(
-        steps=cfg.max_steps,
-        history=history,
-        seconds=seconds,
-        steps_per_second=steps_done / seconds if seconds > 0 else 0.0,
-        resumed_from=start_step,
-        trainable_parameters=sum(p.numel() for p in trainable),
-    )
+        model.gradient_checkpointing_disable()
+    return model
+
+
+def _resume(
+    accelerator: Any, checkpoint_dir: Path | None, fingerprint: str
+) -> tuple[int, list[dict[str, float]]]:
+    """(step, history) of the newest complete checkpoint of this run, loaded into ``accelerator``;
+    (0, []) when there is none. A checkpoint of another run is an :class:`InputError`."""
+    ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is None:
+        return 0, []
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"checkpoint_dir: {checkpoint_dir} holds checkpoints of a different run (data, model or settings "
+            f"changed: fingerprint {state.get('fingerprint')} != {fingerprint}); use another checkpoint_dir "
+            "or resume=False"
+        )
+    accelerator.load_state(str(ckpt))
+    log.info("resumed from %s (step %d)", ckpt, int(state["step"]))
+    return int(state["step"]), list(state["history"])
+
+
+def _log_entry(entry: dict[str, float], bar: Any, writer: Any) -> None:
+    bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.2f}")
+    log.debug("step %d loss %.4f train accuracy %.3f", entry["step"], entry["loss"], entry["train_accuracy"])
+    if writer is not None:
+        for key in ("loss", "train_accuracy", "lr"):
+            writer.add_scalar(f"train/{key}", entry[key], entry["step"])
 
 
 def _save_checkpoint(
