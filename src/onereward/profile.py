@@ -33,6 +33,7 @@ import yaml
 from onereward.config import Config
 from onereward.errors import ProfileError
 from onereward.generate.config import GenerateConfig
+from onereward.model_refs import looks_like_path
 from onereward.reward.config import RewardConfig
 from onereward.select.config import SelectConfig
 
@@ -118,10 +119,12 @@ class Profile:
         return getattr(self.models, name)
 
     def resolve_model(self, name: str, zoo_dir: str | os.PathLike[str] | None = None) -> str:
-        """Folder (or hub id) to pass to ``from_pretrained`` for model ``name``.
+        """The local folder to pass to ``from_pretrained`` for model ``name``.
 
         ``zoo:`` references resolve against ``zoo_dir``; when it is None the tiny zoo is built once
-        into the cache (see :func:`onereward.zoo.ensure_zoo`). Local paths must exist.
+        into the cache (see :func:`onereward.zoo.ensure_zoo`). Local paths must exist. Hub ids
+        resolve to their snapshot in the Hugging Face cache, downloaded first unless
+        ``HF_HUB_OFFLINE`` is set (:mod:`onereward.model_refs`).
         """
         ref = self.model_ref(name).ref
         if ref.startswith("zoo:"):
@@ -138,16 +141,9 @@ class Profile:
                     f"(build the zoo with `onereward zoo build --profile {self.name} --out DIR`)"
                 )
             return str(path)
-        if _looks_like_path(ref):
-            path = Path(ref).expanduser()
-            if not path.exists():
-                raise ProfileError(f"{self.source}: models.{name}.ref: model folder {path} does not exist")
-            return str(path)
-        return ref  # hub id, resolved by from_pretrained where a hub is reachable
+        from onereward.model_refs import resolve_ref
 
-
-def _looks_like_path(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~"))
+        return resolve_ref(ref, key=name, where=f"{self.source}: models.{name}.ref")
 
 
 def _check(value: Any, typ: Any, where: str) -> Any:
@@ -245,7 +241,7 @@ def _validate_values(p: Profile, where: str) -> None:
             raise ProfileError(
                 f"{where}models.{f.name}.ref: the tiny zoo holds this model as 'zoo:{zoo_folders[f.name]}', got {ref!r}"
             )
-        if _looks_like_path(ref) and not Path(ref).expanduser().exists():
+        if looks_like_path(ref) and not Path(ref).expanduser().exists():
             raise ProfileError(f"{where}models.{f.name}.ref: model folder {ref} does not exist")
 
 
