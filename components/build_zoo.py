@@ -1,12 +1,11 @@
 """Component build_zoo: the profile's models (tiny: built from configs; full: resolved references)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 def build_zoo(zoo: Output[Artifact], profile: str = "tiny", seed: int = 0):
     """Build every tiny model of ``profile`` (or record a full profile's checkpoint references).
 

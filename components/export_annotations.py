@@ -5,15 +5,14 @@ there). The API token comes from the LABEL_STUDIO_API_KEY environment variable (
 Secret on the cluster), never from a parameter.
 """
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import ExportConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 @stage_doc(
     ExportConfig,
     "Create or reuse the Label Studio projects and import one task per item (idempotent).\n\n"

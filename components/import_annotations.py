@@ -4,15 +4,14 @@ Settings are the fields of :class:`onereward.annotate.config.ImportConfig`; none
 yet (the defaults apply).
 """
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import ImportConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 @stage_doc(
     ImportConfig,
     "Export annotations from Label Studio (or read the offline export), validate and merge them.",

@@ -2,13 +2,12 @@
 
 from typing import List  # noqa: UP035  (KFP reads typing.List annotations)
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 def plan_shards(shards: int) -> List[str]:  # noqa: UP006
     """Shard specs "i/n" for a ParallelFor over generate_candidates (one per GPU worker).
 
@@ -20,7 +19,7 @@ def plan_shards(shards: int) -> List[str]:  # noqa: UP006
     return [f"{i}/{shards}" for i in range(shards)]
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 def merge_candidates(
     shards: Input[List[Artifact]],  # noqa: UP006
     candidates: Output[Artifact],

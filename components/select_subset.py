@@ -4,15 +4,14 @@ Parameters are the fields of :class:`onereward.select.config.SelectConfig` (desc
 there); a profile setting left at -1 (numbers) or "" (text) takes the profile's value.
 """
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.select.config import SelectConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import GPU_IMAGE
+from onereward_kfp.components.images import gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE)
+@gpu_component
 @stage_doc(
     SelectConfig,
     "Select a diverse, representative subset of the pool (paper section 5.1).",

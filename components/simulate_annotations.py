@@ -4,15 +4,14 @@ Parameters are the fields of :class:`onereward.annotate.config.SimulateConfig` (
 from there).
 """
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.annotate.config import SimulateConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 @stage_doc(
     SimulateConfig,
     "Answer every task with the synthetic oracle through the Label Studio API (or offline).",

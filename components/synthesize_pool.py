@@ -3,15 +3,14 @@
 Parameters are the fields of :class:`onereward.synth.config.SynthConfig` (descriptions come from there).
 """
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Output
 
 from onereward.synth.config import SynthConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import CPU_IMAGE
+from onereward_kfp.components.images import cpu_component
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@cpu_component
 @stage_doc(
     SynthConfig,
     "Write a pool of synthetic items for every task (image_fill, image_extend, object_removal).",

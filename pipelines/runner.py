@@ -23,19 +23,36 @@ from onereward.report import html_table, write_html_report
 log = get_logger("pipeline")
 
 
-def compile_all(out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Compile every pipeline to ``out_dir/<name>.yaml``; returns the written paths."""
+def compile_all(
+    out_dir: str | os.PathLike[str], *, cpu_image: str | None = None, gpu_image: str | None = None
+) -> list[Path]:
+    """Compile every pipeline to ``out_dir/<name>.yaml``; returns the written paths.
+
+    ``cpu_image`` / ``gpu_image`` replace the default component images (components/images.py) in
+    the written YAML; the defaults never depend on the environment, so the committed specs stay
+    reproducible whatever a developer compiles elsewhere.
+    """
     from kfp import compiler
 
+    from onereward_kfp.components.images import CPU_IMAGE, GPU_IMAGE
     from onereward_kfp.pipelines.definitions import PIPELINES
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    swap = {k: v for k, v in ((CPU_IMAGE, cpu_image), (GPU_IMAGE, gpu_image)) if v and v != k}
+    for image in swap.values():
+        if any(c.isspace() for c in image) or not image:
+            raise InputError(f"--image: expected an image reference such as registry/name:tag, got {image!r}")
     written = []
     for name, fn in PIPELINES.items():
         target = out / f"{name}.yaml"
         tmp = out / f".{name}.tmp.yaml"
         compiler.Compiler().compile(pipeline_func=fn, package_path=str(tmp))
+        if swap:
+            text = tmp.read_text()
+            for old, new in swap.items():
+                text = text.replace(f"image: {old}\n", f"image: {new}\n")
+            tmp.write_text(text)
         os.replace(tmp, target)
         written.append(target)
     return written
@@ -212,8 +229,15 @@ def _write_run_report(out: Path, summary: dict[str, Any]) -> Path:
     params = html_table(
         ["parameter", "value"], [[k, v] for k, v in summary["parameters"].items()] or [["(defaults)", ""]]
     )
+    sections = [("Stages", body), ("Parameters", params)]
+    # The evaluation's headline (GSB bars of the policy against the base, a base | policy grid)
+    # opens the run's report when the pipeline evaluated.
+    headline = out / "evaluate" / "headline.html"
+    if headline.is_file():
+        link = '<p><a href="evaluate/report.html">the full evaluation report</a></p>'
+        sections.insert(0, ("Evaluation: policy vs base", headline.read_text() + link))
     return write_html_report(
         out / "report.html",
         f"onereward pipeline {summary['pipeline']} ({summary['wall_seconds']:.1f}s)",
-        [("Stages", body), ("Parameters", params)],
+        sections,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compile every pipeline (collect, train, end_to_end) to OUT/<name>.yaml for upload to KFP.",
     )
     c.add_argument("--out", default="pipelines/compiled", help="output folder (default: pipelines/compiled)")
+    c.add_argument(
+        "--image",
+        default=os.environ.get("ONEREWARD_IMAGE") or None,
+        help="CPU component image instead of the default (default: $ONEREWARD_IMAGE or the versioned tag)",
+    )
+    c.add_argument(
+        "--gpu-image",
+        default=os.environ.get("ONEREWARD_GPU_IMAGE") or None,
+        help="GPU component image instead of the default (default: $ONEREWARD_GPU_IMAGE or the versioned tag)",
+    )
     c.set_defaults(func=_compile)
     r = psub.add_parser(
         "run",
@@ -72,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _compile(args: argparse.Namespace) -> int:
     from onereward_kfp.pipelines.runner import compile_all
 
-    for path in compile_all(args.out):
+    for path in compile_all(args.out, cpu_image=args.image, gpu_image=args.gpu_image):
         print(path)
     return 0
 
