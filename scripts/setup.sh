@@ -40,3 +40,15 @@ else
   .venv/bin/python -c "import onereward, onereward_kfp.pipelines, torch, torchvision, diffusers, transformers, open_clip"
   echo "$want" > "$stamp"
 fi
+
+# The manifest tests render every kustomize overlay with `kubectl kustomize` (offline). Debian's
+# kubernetes-client provides kubectl where the machine has none.
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing kubectl (Debian kubernetes-client) for the manifest tests"
+    apt-get install -y -qq kubernetes-client >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null; }
+  else
+    echo "[setup] warning: kubectl not found; install Debian's kubernetes-client for the manifest tests" >&2
+  fi
+fi

@@ -56,7 +56,7 @@ def s3_client(endpoint: str | None) -> Any:
     if session.get_credentials() is None:
         raise InputError(
             f"{' / '.join(CREDENTIAL_ENVS)}: not set, and boto3 found no other credentials; uploading the task "
-            "images to S3 needs them (on the cluster: the Secret onereward-s3, see manifests/kubeflow)"
+            "images to S3 needs them (on the cluster: the Secret onereward-s3, see manifests/secrets/onereward-s3.template.yaml)"
         )
     # Path-style addressing works for MinIO and AWS alike; retries cover brief outages.
     config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
