@@ -19,6 +19,8 @@ GLOSSARY: dict[str, str] = {
     "annotations": "Annotations: a project reference, or the offline Label Studio export.",
     "preferences": "Preferences artifact: winner/loser pairs per item and dimension, agreement.",
     "reward_model": "Reward model artifact: HF folder, query template, test accuracy per task x dimension.",
+    "policy": "Policy artifact (train_policy): LoRA or full weights of the generator plus their EMA.",
+    "references": "Reference rollouts of the frozen base (a candidates artifact made by policy_references).",
     "report": "The stage's report.html (tables, plots, image grids).",
     "metrics": "The stage's scalar metrics (metrics.json, nested keys joined with dots).",
 }

@@ -4,15 +4,16 @@ Parameters are the fields of :class:`onereward.generate.config.GenerateConfig` (
 from there); a profile setting left at -1 (numbers) or "" (text) takes the profile's value.
 """
 
-from kfp import dsl
+from typing import Optional
+
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from onereward.generate.config import GenerateConfig
 from onereward_kfp.components import stage_doc
-from onereward_kfp.components.images import GPU_IMAGE
+from onereward_kfp.components.images import gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE)
+@gpu_component
 @stage_doc(
     GenerateConfig,
     "Generate candidates with randomly sampled inference parameters (paper section 4.2).",
@@ -37,6 +38,7 @@ def generate_candidates(
     negative_prompts: str = "",
     guidance: float = -1.0,
     feather: int = -1,
+    policy: Optional[Input[Artifact]] = None,  # noqa: UP045 (KFP reads Optional[...] for optional inputs)
 ):
     from onereward.config import from_kfp
     from onereward.generate.config import GenerateConfig
@@ -44,5 +46,6 @@ def generate_candidates(
     from onereward.kfp_outputs import publish
 
     settings = from_kfp(GenerateConfig, locals())
+    settings["policy"] = policy.path if policy is not None else ""  # the artifact, not a setting value
     run(subset.path, candidates.path, profile=profile, zoo=zoo.path, **settings)
     publish(candidates, report, metrics)

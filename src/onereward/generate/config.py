@@ -56,6 +56,12 @@ class GenerateConfig(Config):
     )
     device: str = setting("auto", "Torch device: auto (cuda when available), cpu, cuda, cuda:N.")
     report_items: int = setting(24, "Items shown in report.html.")
+    policy: str = setting(
+        "", "Policy artifact (train_policy) whose weights go onto the base generator ('' = the base alone)."
+    )
+    policy_weights: Literal["policy", "ema"] = setting(
+        "policy", "Weights of the policy artifact to sample with: the trained policy or its EMA."
+    )
 
     def validate(self) -> None:
         self.require(self.num_candidates >= 1, "num_candidates", "expected an integer >= 1")

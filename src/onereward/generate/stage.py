@@ -166,14 +166,26 @@ def _fingerprint(params: dict[str, Any], source: Manifest) -> str:
 
 
 def make_sampler(
-    family: str, model_dir: str, *, dtype: str, device: str, batch_size: int, max_sequence_length: int
+    family: str,
+    model_dir: str,
+    *,
+    dtype: str,
+    device: str,
+    batch_size: int,
+    max_sequence_length: int,
+    policy: str = "",
+    policy_weights: str = "policy",
 ):
-    """Load a generator folder and wrap it in its family's batched sampler."""
+    """Load a generator folder (plus a policy artifact's weights) and wrap it in its family's sampler."""
     if family == "flux_fill":
         from onereward.generate.flux_sampler import FluxFillSampler
         from onereward.models import flux_fill
 
         pipe = flux_fill.load(model_dir, dtype=dtype, device=device)
+        if policy:
+            from onereward.policy.artifact import apply_policy
+
+            apply_policy(pipe, policy, weights=policy_weights)
         return FluxFillSampler(pipe, max_sequence_length=max_sequence_length, batch_size=batch_size)
     from onereward.generate.sd_sampler import SDInpaintSampler
     from onereward.models import sd_inpaint
@@ -260,6 +272,8 @@ def run(
                     device=_resolve_device(cfg.device),
                     batch_size=cfg.batch_size,
                     max_sequence_length=cfg.max_sequence_length,
+                    policy=cfg.policy,
+                    policy_weights=cfg.policy_weights,
                 )
             with art.timer("generate_s"):
                 stats = _generate(sampler, plan, art.path, todo, cfg)
@@ -295,6 +309,9 @@ def plan_run(prof: Any, cfg: GenerateConfig, zoo: str | None, subset: str) -> Pl
         # The generator model is part of the fingerprint: another model never resumes or reuses this one's work.
         "generator": generator_identity(prof, cfg.model_key, zoo),
     }
+    policy = _read_policy(cfg, params["generator"])
+    if policy is not None:  # recorded only with a policy, so base runs keep their fingerprints
+        params["policy"] = {"content_hash": policy.content_hash, "weights": cfg.policy_weights}
     params["fingerprint"] = _fingerprint(params, source)
     specs = {
         row["item_id"]: sample_specs(row["item_id"], tasks.effective_prompt(row["task"], row["prompt"]), cfg)
@@ -318,7 +335,24 @@ def plan_run(prof: Any, cfg: GenerateConfig, zoo: str | None, subset: str) -> Pl
         from onereward.zoo import zoo_manifest
 
         inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's generator ran
+    if policy is not None:
+        inputs.append(policy)
     return Plan(source, root, rows, specs, sizes, params, inputs)
+
+
+def _read_policy(cfg: GenerateConfig, base_identity: str) -> Manifest | None:
+    """The policy artifact's manifest (None without one); refuses another family or base."""
+    if not cfg.policy:
+        return None
+    from onereward.policy.artifact import check_base, read_policy
+
+    manifest, info = read_policy(cfg.policy, what="--policy")
+    if info.family != cfg.family:
+        raise InputError(
+            f"--policy: {cfg.policy}/policy.json field 'family' is {info.family!r}; this run generates with {cfg.family!r}"
+        )
+    check_base(info, base_identity)
+    return manifest
 
 
 def _finished(out: str, fingerprint: str) -> Manifest | None:
