@@ -42,8 +42,9 @@ from _common import peak_rss_mb, print_table, write_results  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from onereward import tasks  # noqa: E402
+from onereward.generate.config import GenerateConfig  # noqa: E402
 from onereward.generate.sampler import CandidateSpec, ItemCondition, batches  # noqa: E402
-from onereward.generate.stage import parse_negative_prompts, plan_batches, sample_specs  # noqa: E402
+from onereward.generate.stage import plan_batches, sample_specs  # noqa: E402
 from onereward.imageio import load_mask, load_rgb  # noqa: E402
 from onereward.profile import load_profile  # noqa: E402
 from onereward.tables import read_table  # noqa: E402
@@ -65,25 +66,8 @@ def _pool(root: Path, n_items: int) -> tuple[dict[str, ItemCondition], list[dict
 
 def _profile_specs(profile: str, item_ids: list[str], family: str, n: int) -> list[CandidateSpec]:
     """The stage's own parameter draws with a profile's ``generate`` settings."""
-    gen = load_profile(profile).generate
-    specs = []
-    for iid in item_ids:
-        specs += sample_specs(
-            iid,
-            "a prompt",
-            family=family,
-            num_candidates=n,
-            seed=0,
-            min_steps=gen.min_steps,
-            max_steps=gen.max_steps,
-            cfg_min=gen.cfg_min,
-            cfg_max=gen.cfg_max,
-            strength_min=gen.strength_min,
-            strength_max=gen.strength_max,
-            negative_prompts=parse_negative_prompts(gen.negative_prompts),
-            guidance=gen.guidance,
-        )
-    return specs
+    cfg = GenerateConfig.resolve(load_profile(profile).generate, family=family, num_candidates=n, seed=0)
+    return [spec for iid in item_ids for spec in sample_specs(iid, "a prompt", cfg)]
 
 
 def batch_fill(n_items: int) -> list[dict[str, Any]]:
@@ -126,6 +110,45 @@ def batch_fill(n_items: int) -> list[dict[str, Any]]:
                     "after_batches": len(after),
                 }
             )
+    return out
+
+
+# Photo sizes of a mixed pool (camera and phone formats, web crops): width, height.
+PHOTO_SIZES = (
+    (4000, 3000), (3000, 4000), (4032, 3024), (3024, 4032), (6000, 4000), (4000, 6000), (1920, 1080),
+    (1080, 1920), (2048, 2048), (1600, 1200), (1280, 960), (3840, 2160), (2560, 1440), (1500, 1000),
+    (1000, 1500), (1200, 1600), (800, 600), (640, 480), (1024, 768), (3264, 2448),
+)  # fmt: skip
+
+
+def mixed_size_fill(n_items: int, seed: int = 0) -> dict[str, Any]:
+    """Batch fill of the full profile's flux plan on a mixed-size pool: candidates grouped by exact
+    (grid-snapped) size, as before, vs by aspect-ratio bucket at the profile's image_size."""
+    from onereward.generate.flux_sampler import FluxFillSampler
+    from onereward.generate.sampler import fit_size
+
+    prof = load_profile("full")
+    gen = prof.generate
+    rng = np.random.default_rng(seed)
+    sizes = {}
+    for k in range(n_items):
+        w, h = PHOTO_SIZES[int(rng.integers(len(PHOTO_SIZES)))]
+        crop = rng.uniform(0.8, 1.0, size=2)  # web pools hold crops too
+        sizes[f"item{k:05d}"] = (int(h * crop[0]), int(w * crop[1]))
+    specs = _profile_specs("full", list(sizes), "flux_fill", gen.num_candidates)
+    owners = [int(s.item_id[4:]) for s in specs]
+    steps = [FluxFillSampler.executed_steps(s.steps, s.strength) for s in specs]
+    out: dict[str, Any] = {"items": n_items, "batch_size": gen.batch_size, "image_size": prof.image_size}
+    for name, resolution in (("exact_size", None), ("buckets", prof.image_size)):
+        keys = [(fit_size(sizes[s.item_id], 16, resolution), k) for s, k in zip(specs, steps, strict=True)]
+        plan = [len(b) for b in plan_batches(keys, owners, gen.batch_size)]
+        generated = {fit_size(hw, 16, resolution) for hw in sizes.values()}
+        out[name] = {
+            "distinct_sizes": len(generated),
+            "max_megapixels": round(max(h * w for h, w in generated) / 1e6, 2),
+            "batches": len(plan),
+            "fill": round(float(np.mean(plan)) / gen.batch_size, 3),
+        }
     return out
 
 
@@ -398,9 +421,19 @@ def main(argv: list[str] | None = None) -> dict:
             for r in fill_rows
         ],
     )
+    mixed = mixed_size_fill(args.fill_items)
+    print_table(
+        f"full profile on a mixed-size photo pool ({args.fill_items} items, flux): exact sizes vs aspect buckets",
+        ["grouping", "distinct sizes", "largest (MP)", "batches", "fill"],
+        [
+            [k, v["distinct_sizes"], v["max_megapixels"], v["batches"], v["fill"]]
+            for k, v in mixed.items()
+            if isinstance(v, dict)
+        ],
+    )
     if args.fill_only:
-        write_results("generate_fill", {"batch_fill": fill_rows})
-        return {"batch_fill": fill_rows}
+        write_results("generate_fill", {"batch_fill": fill_rows, "mixed_size_fill": mixed})
+        return {"batch_fill": fill_rows, "mixed_size_fill": mixed}
     tiny_rows = tiny(args.items, args.candidates, device)
     print_table(
         f"generate_candidates, tiny profile on {device} ({args.items} items x {args.candidates} candidates, 64 px)",

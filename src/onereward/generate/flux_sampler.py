@@ -82,8 +82,11 @@ class FluxFillSampler:
 
     family = "flux_fill"
 
-    def __init__(self, pipe: Any, *, max_sequence_length: int = 512, batch_size: int = 8) -> None:
+    def __init__(
+        self, pipe: Any, *, max_sequence_length: int = 512, batch_size: int = 8, resolution: int | None = None
+    ) -> None:
         self.pipe = pipe
+        self.resolution = resolution  # generate at aspect buckets of this area (None: each item's own size)
         self.max_sequence_length = int(max_sequence_length)
         self.batch_size = max(1, int(batch_size))
         self.transformer = pipe.transformer
@@ -116,11 +119,13 @@ class FluxFillSampler:
 
     def batch_key(self, size_hw: tuple[int, int], spec: CandidateSpec) -> tuple[Any, ...]:
         """(generated size, executed steps): candidates with equal keys share a batch."""
-        return fit_size(size_hw, 2 * self.vae_factor), self.executed_steps(spec.steps, spec.strength)
+        return fit_size(size_hw, 2 * self.vae_factor, self.resolution), self.executed_steps(
+            spec.steps, spec.strength
+        )
 
     def start_sigma(self, size_hw: tuple[int, int], spec: CandidateSpec) -> float:
         """The first sigma of the candidate's shifted schedule: start = sigma * noise + (1 - sigma) * source."""
-        height, width = fit_size(size_hw, 2 * self.vae_factor)
+        height, width = fit_size(size_hw, 2 * self.vae_factor, self.resolution)
         seq_len = (height // (2 * self.vae_factor)) * (width // (2 * self.vae_factor))
         return float(self.schedule(spec.steps, spec.strength, seq_len)[0][0])
 
@@ -311,7 +316,9 @@ class FluxFillSampler:
         """Generate every spec's image (HxWx3 uint8 at its item's size, before paste-back)."""
         multiple = 2 * self.vae_factor
         fitted = {
-            iid: self._fitted.get(items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, multiple))
+            iid: self._fitted.get(
+                items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, multiple, self.resolution)
+            )
             for iid in dict.fromkeys(s.item_id for s in specs)
         }
         keys = [(fitted[s.item_id].mask.shape, self.executed_steps(s.steps, s.strength)) for s in specs]

@@ -10,6 +10,7 @@ other candidates share its batch (up to float rounding of batched kernels).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,20 +75,41 @@ def check_condition(item: ItemCondition, *, where: str = "item") -> None:
         )
 
 
-def fit_size(size_hw: tuple[int, int], multiple: int) -> tuple[int, int]:
-    """The size an item of ``size_hw`` is generated at: each side down to a multiple of ``multiple``."""
+# Aspect-ratio buckets (width / height) that items of any size are generated at when a resolution
+# is given: a mixed-size pool then batches by a handful of sizes instead of one per photo.
+ASPECT_BUCKETS: tuple[float, ...] = (1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0)
+
+
+def fit_size(size_hw: tuple[int, int], multiple: int, resolution: int | None = None) -> tuple[int, int]:
+    """The size an item of ``size_hw`` is generated at.
+
+    Without ``resolution``: each side down to a multiple of ``multiple``. With it (the profile's
+    ``image_size``): the aspect-ratio bucket nearest the item's (log scale), scaled to the area
+    ``resolution**2`` and snapped to the model's grid - so a 12 MP photo reaches FLUX at about
+    1024 x 1024 pixels' worth, and a 64 px square at 64 x 64 stays as it is.
+    """
     h, w = size_hw
-    return max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+    if resolution is None:
+        return max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+    ratio = min(ASPECT_BUCKETS, key=lambda r: abs(math.log(w / h) - math.log(r)))
+    bh = math.sqrt(resolution * resolution / ratio)
+    bw = bh * ratio
+
+    def snap(v: float) -> int:
+        return max(multiple, int(round(v / multiple)) * multiple)
+
+    return snap(bh), snap(bw)
 
 
-def fit_to_multiple(item: ItemCondition, multiple: int) -> ItemCondition:
-    """Resize image and mask down to the nearest multiple of ``multiple`` (no-op when they fit).
+def fit_to_multiple(item: ItemCondition, multiple: int, resolution: int | None = None) -> ItemCondition:
+    """Resize image and mask to :func:`fit_size` (no-op when they fit).
 
-    The generators need sizes divisible by the VAE factor times the packing factor; results are
-    resized back to the source size before paste-back (see :func:`restore_size`).
+    The generators need sizes divisible by the VAE factor times the packing factor (and, with a
+    resolution, one of a few bucket sizes); results are resized back to the source size before
+    paste-back (see :func:`restore_size`), so pixels outside the mask stay exact.
     """
     h, w = item.mask.shape
-    nh, nw = fit_size((h, w), multiple)
+    nh, nw = fit_size((h, w), multiple, resolution)
     if (nh, nw) == (h, w):
         return item
     image = np.asarray(Image.fromarray(item.image).resize((nw, nh), Image.BICUBIC))

@@ -45,9 +45,11 @@ def latent_mask(mask: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(mask, size=size_hw)
 
 
-def check_latent_mask(item: ItemCondition, vae_factor: int, *, where: str = "item") -> None:
+def check_latent_mask(
+    item: ItemCondition, vae_factor: int, *, where: str = "item", resolution: int | None = None
+) -> None:
     """Raise :class:`InputError` when the item's mask vanishes at the UNet's latent size."""
-    fitted = fit_to_multiple(item, vae_factor)
+    fitted = fit_to_multiple(item, vae_factor, resolution)
     height, width = fitted.mask.shape
     m = torch.from_numpy(fitted.mask.astype(np.float32))[None, None]
     if not bool(latent_mask(m, (height // vae_factor, width // vae_factor)).any()):
@@ -82,7 +84,7 @@ class SDInpaintSampler:
 
     family = "sd_inpaint"
 
-    def __init__(self, pipe: Any, *, batch_size: int = 8, **_: Any) -> None:
+    def __init__(self, pipe: Any, *, batch_size: int = 8, resolution: int | None = None, **_: Any) -> None:
         from diffusers import DDIMScheduler
 
         if not isinstance(pipe.scheduler, DDIMScheduler):
@@ -104,6 +106,7 @@ class SDInpaintSampler:
                 )
         self.pipe = pipe
         self.batch_size = max(1, int(batch_size))
+        self.resolution = resolution  # generate at aspect buckets of this area (None: each item's own size)
         self.unet, self.vae = pipe.unet, pipe.vae
         self.device, self.dtype = self.unet.device, self.unet.dtype
         self.vae_factor = int(pipe.vae_scale_factor)
@@ -133,7 +136,9 @@ class SDInpaintSampler:
 
     def batch_key(self, size_hw: tuple[int, int], spec: CandidateSpec) -> tuple[Any, ...]:
         """(generated size, executed steps): candidates with equal keys share a batch."""
-        return fit_size(size_hw, self.vae_factor), self.executed_steps(spec.steps, spec.strength)
+        return fit_size(size_hw, self.vae_factor, self.resolution), self.executed_steps(
+            spec.steps, spec.strength
+        )
 
     def start_sigma(self, size_hw: tuple[int, int], spec: CandidateSpec) -> float:
         """Noise weight of the start, ``sqrt(1 - alpha_bar)`` at the first executed timestep
@@ -274,7 +279,9 @@ class SDInpaintSampler:
     def sample(self, items: dict[str, ItemCondition], specs: list[CandidateSpec]) -> list[np.ndarray]:
         """Generate every spec's image (HxWx3 uint8 at its item's size, before paste-back)."""
         fitted = {
-            iid: self._fitted.get(items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, self.vae_factor))
+            iid: self._fitted.get(
+                items[iid], iid, lambda it=items[iid]: fit_to_multiple(it, self.vae_factor, self.resolution)
+            )
             for iid in dict.fromkeys(s.item_id for s in specs)
         }
         keys = [(fitted[s.item_id].mask.shape, self.executed_steps(s.steps, s.strength)) for s in specs]
