@@ -19,6 +19,9 @@ def onereward_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     else:
         cache = tmp_path_factory.mktemp("onereward-cache")
     os.environ["ONEREWARD_CACHE"] = str(cache)
+    # Tests talk to 127.0.0.1 only: hub ids resolve from the local Hugging Face cache, never the hub
+    # (tests/test_model_refs.py serves a local hub and sets HF_ENDPOINT for its own processes).
+    os.environ["HF_HUB_OFFLINE"] = "1"
     return cache
 
 

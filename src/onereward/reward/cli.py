@@ -46,6 +46,8 @@ def _train_reward(args: argparse.Namespace) -> int:
         zoo=args.zoo,
         **overrides_from_args(args, RewardConfig),
     )
+    if not metrics:  # a rank other than 0 of a multi-process run: rank 0 wrote and reports
+        return 0
     summary = {k: metrics[k] for k in ("mean_accuracy", "order_consistency", "ece", "accuracy")}
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

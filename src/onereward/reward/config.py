@@ -34,6 +34,12 @@ class RewardConfig(Config):
     gradient_checkpointing: bool = setting(
         False, "Gradient checkpointing on GPU (memory for compute).", profile=True
     )
+    image_cache: int = setting(
+        4096, "Decoded images kept in memory per process (LRU; memory stays flat in the pairs)."
+    )
+    num_workers: int = setting(
+        0, "DataLoader workers decoding the training images (0 = on the training thread)."
+    )
     seed: int = setting(0, "Seed of the split, the pair order and the training RNG.")
     test_fraction: float = setting(0.2, "Share of each task's items held out for testing (split by item).")
     context_images: bool = setting(
@@ -71,6 +77,8 @@ class RewardConfig(Config):
         )
         self.require(0.0 < self.test_fraction < 1.0, "test_fraction", "expected a fraction in (0, 1)")
         self.require(self.log_every >= 0, "log_every", "expected an integer >= 0")
+        self.require(self.image_cache >= 0, "image_cache", "expected an integer >= 0")
+        self.require(self.num_workers >= 0, "num_workers", "expected an integer >= 0")
         self.require(self.checkpoint_every >= 0, "checkpoint_every", "expected an integer >= 0")
         self.require(self.keep_checkpoints >= 0, "keep_checkpoints", "expected an integer >= 0")
 

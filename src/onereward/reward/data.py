@@ -10,7 +10,7 @@ candidates are seen in training and testing; it is seeded and stratified by task
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,23 +195,49 @@ def split_by_item(
 
 
 class ImageStore:
-    """Loads each image file once (uint8 HxWx3); masks are kept as RGB (255 = edit region)."""
+    """Decodes image files (uint8 HxWx3; masks as RGB, 255 = edit region), keeping the
+    ``max_images`` most recently used (LRU): memory stays bounded however many pairs there are.
+    ``max_images=0`` keeps nothing. Images above ``max_pixels`` are shrunk on decode (aspect kept)
+    to that area: the reward model's processor would shrink them there anyway, and a 12 MP photo
+    then costs the cache what the model sees, not 36 MB."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, np.ndarray] = {}
+    def __init__(self, max_images: int = 4096, max_pixels: int | None = None) -> None:
+        if max_images < 0:
+            raise InputError(f"image_cache: expected an integer >= 0, got {max_images}")
+        self.max_images = max_images
+        self.max_pixels = max_pixels
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.n_decoded = 0
 
     def get(self, path: str) -> np.ndarray:
         arr = self._cache.get(path)
-        if arr is None:
-            try:
-                arr = load_rgb(path)
-            except (OSError, ValueError) as e:
-                raise InputError(f"image: cannot read {path} ({e})") from e
+        if arr is not None:
+            self._cache.move_to_end(path)
+            return arr
+        try:
+            arr = load_rgb(path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"image: cannot read {path} ({e})") from e
+        self.n_decoded += 1
+        if self.max_pixels and arr.shape[0] * arr.shape[1] > self.max_pixels:
+            arr = _shrink(arr, self.max_pixels)
+        if self.max_images:
             self._cache[path] = arr
+            while len(self._cache) > self.max_images:
+                self._cache.popitem(last=False)
         return arr
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _shrink(arr: np.ndarray, max_pixels: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = arr.shape[:2]
+    scale = (max_pixels / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.BICUBIC))
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 
 from onereward.artifacts import ArtifactWriter, write_json_atomic
 from onereward.errors import InputError
@@ -73,27 +75,37 @@ def run(
         "preferences: %d pairs usable, %d excluded %s; train %d / test %d pairs",
         len(prefs.pairs), len(prefs.excluded), prefs.exclusion_counts(), len(train_pairs), len(test_pairs),
     )  # fmt: skip
-    # 2. The profile's VLM, trainable.
+    # 2. The processes: one per device under torchrun / accelerate launch (each picks its own
+    # device before anything is loaded), else this one. Every rank trains; rank 0 alone evaluates
+    # and writes the artifact.
+    state = PartialState(cpu=not torch.cuda.is_available())
     model_dir = prof.resolve_model("reward_model", zoo)
-    scorer = _load_scorer(model_dir, cfg)
+    scorer = _load_scorer(model_dir, cfg, state.device)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_checkpoint_dir(out)
+    store = ImageStore(max_images=cfg.image_cache, max_pixels=cfg.max_pixels)
+    # 3. Train (resumable from checkpoint_dir).
+    t0 = time.perf_counter()
+    result = train(scorer, train_pairs, store, cfg, checkpoint_dir=ckpt_dir, resume=cfg.resume)
+    train_s = time.perf_counter() - t0
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return {}
     inputs = [prefs.manifest]
     if prof.model_ref("reward_model").ref.startswith("zoo:"):
         from onereward.zoo import zoo_manifest
 
         inputs.append(zoo_manifest(prof, zoo))  # lineage: which zoo's VLM was fine-tuned
-    store = ImageStore()
     with ArtifactWriter(
         out, kind="reward_model", stage=STAGE, parameters=_parameters(prof, cfg, model_dir), inputs=inputs
     ) as art:
-        # 3. Train (resumable), 4. score both orders of every held-out pair.
-        with art.timer("train_s"):
-            result = train(scorer, train_pairs, store, cfg, checkpoint_dir=ckpt_dir, resume=cfg.resume)
+        art.timings["train_s"] = round(train_s, 4)
+        # 4. Score both orders of every held-out pair.
         with art.timer("evaluate_s"):
             scores = score_pairs(scorer, test_pairs, store)
         metrics = _metrics(scores, result, prefs, train_pairs, test_pairs, scorer)
+        metrics["n_processes"] = state.num_processes
         # 5. Write the model folder, the template, the split, the scores and the report.
-        _write_model(art, scorer, cfg, prefs, train_pairs, test_pairs, scores)
+        _write_model(art, scorer, cfg, prefs, train_pairs, test_pairs, scores, result.state_dict)
         tb = ckpt_dir / "tensorboard"
         if tb.is_dir():
             shutil.copytree(tb, art.path / "tensorboard")
@@ -122,18 +134,19 @@ def run(
         metrics["mean_accuracy"],
         metrics["order_consistency"],
     )
+    state.wait_for_everyone()
     return metrics
 
 
-def _load_scorer(model_dir: str, cfg: RewardConfig) -> RewardScorer:
-    use_cuda = torch.cuda.is_available()
-    # Pure bf16 weights on GPU (as the 7B model is published); float32 on CPU.
-    dtype = torch.bfloat16 if (cfg.bf16 and use_cuda) else torch.float32
+def _load_scorer(model_dir: str, cfg: RewardConfig, device: Any) -> RewardScorer:
+    """The trainable VLM on this process's device, in float32: the optimiser updates fp32 master
+    weights (bf16 runs as autocast, ``cfg.bf16``), so small learning rates still move every weight.
+    Stepping bf16 weights directly loses updates below bf16's resolution (about 0.4 % of a weight)."""
     return RewardScorer.load(
         model_dir,
         trainable=True,
-        dtype=dtype,
-        device="cuda" if use_cuda else None,
+        dtype=torch.float32,
+        device=device,
         min_pixels=cfg.min_pixels,
         max_pixels=cfg.max_pixels,
         answer_norm=cfg.answer_norm,
@@ -192,11 +205,20 @@ def _metrics(scores, result, prefs, train_pairs, test_pairs, scorer: RewardScore
 
 
 def _write_model(
-    art: ArtifactWriter, scorer: RewardScorer, cfg: RewardConfig, prefs, train_pairs, test_pairs, scores
+    art: ArtifactWriter,
+    scorer: RewardScorer,
+    cfg: RewardConfig,
+    prefs,
+    train_pairs,
+    test_pairs,
+    scores,
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
-    """model/ (HF folder), the query template, splits.json, excluded.json and test_scores.parquet."""
+    """model/ (HF folder), the query template, splits.json, excluded.json and test_scores.parquet.
+
+    ``state_dict``: the full weights gathered from the ranks (FSDP); None = the model's own."""
     model_out = art.path / MODEL_SUBDIR
-    scorer.model.save_pretrained(model_out, safe_serialization=True)
+    scorer.model.save_pretrained(model_out, safe_serialization=True, state_dict=state_dict)
     scorer.vlm.processor.save_pretrained(model_out)
     scorer.template.save(art.path)
     write_json_atomic(

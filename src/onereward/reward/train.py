@@ -53,6 +53,7 @@ class TrainResult:
     steps_per_second: float = 0.0
     resumed_from: int = 0
     trainable_parameters: int = 0
+    state_dict: dict[str, Any] | None = None  # the gathered full weights under FSDP (rank 0), else None
 
 
 def pairs_for_step(n_pairs: int, pairs_per_step: int, seed: int, step: int) -> list[int]:
@@ -80,10 +81,17 @@ def comparison_batch(comparisons: list[Comparison], store: ImageStore, with_cont
 
 
 def sft_loss(
-    scorer: RewardScorer, model: Any, comparisons: list[Comparison], store: ImageStore
+    scorer: RewardScorer, model: Any, comparisons: list[Comparison], images: ImageStore | dict[str, Any]
 ) -> tuple[torch.Tensor, float]:
-    """Eq. 3 on a batch of comparisons: (mean -log P(right answer), accuracy of the answers)."""
-    inputs = scorer.prepare(**comparison_batch(comparisons, store, scorer.template.context_images))
+    """Eq. 3 on a batch of comparisons: (mean -log P(right answer), accuracy of the answers).
+
+    ``images``: a store to decode from, or the batch :func:`comparison_batch` already decoded."""
+    batch = (
+        images
+        if isinstance(images, dict)
+        else comparison_batch(comparisons, images, scorer.template.context_images)
+    )
+    inputs = scorer.prepare(**batch)
     log_probs = scorer.answer_log_probs(inputs, model=model)  # [B, 2] = (log P(Yes), log P(No))
     labels = torch.tensor([0 if c.label_yes else 1 for c in comparisons], device=log_probs.device)
     loss = -log_probs.gather(1, labels[:, None]).mean()
@@ -126,6 +134,50 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Step -> (comparisons, decoded batch) this process trains on at that step: a pure function of
+    (seed, step, rank), so DataLoader workers can decode ahead while the model trains. Each worker
+    decodes through its own bounded store."""
+
+    def __init__(
+        self,
+        pairs: list[PreferencePair],
+        store: ImageStore,
+        cfg: RewardConfig,
+        rank: int,
+        world: int,
+        context: bool,
+    ) -> None:
+        self.pairs, self.store, self.cfg = pairs, store, cfg
+        self.rank, self.world, self.context = rank, world, context
+
+    def __len__(self) -> int:
+        return self.cfg.max_steps
+
+    def __getitem__(self, step: int) -> tuple[list[Comparison], dict[str, Any]]:
+        indices = pairs_for_step(len(self.pairs), self.cfg.batch_size // 2, self.cfg.seed, step)
+        comparisons = both_orders(self.pairs, indices[self.rank :: self.world] or indices[:1])
+        return comparisons, comparison_batch(comparisons, self.store, self.context)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _step_loader(data: StepBatches, start: int, num_workers: int) -> Any:
+    """Batches of steps ``start .. max_steps - 1`` in order (workers decode ahead)."""
+    if num_workers == 0:
+        return (data[step] for step in range(start, len(data)))
+    return torch.utils.data.DataLoader(
+        data,
+        sampler=range(start, len(data)),
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=2,
+        collate_fn=_as_is,
+    )
+
+
 @dataclass
 class _Window:
     """Running means of the loss and the train accuracy since the last log entry."""
@@ -158,48 +210,62 @@ def train(
     different run raises :class:`InputError`.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from torch.utils.tensorboard import SummaryWriter
 
     # 1. Check inputs; place the model, the optimiser and the schedule.
     if not pairs:
         raise InputError("preferences: the train split is empty")
     use_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and use_cuda else "no", cpu=not use_cuda)
+    accelerator = Accelerator(cpu=not use_cuda)
     set_seed(cfg.seed)
+    if accelerator.distributed_type == DistributedType.FSDP and cfg.finetune == "lora":
+        raise InputError(
+            "finetune: lora adapters are trained with DDP (configs/accelerate/ddp.yaml); FSDP is for the "
+            "full fine-tune, got finetune lora under FSDP"
+        )
     grad_ckpt = cfg.gradient_checkpointing and use_cuda  # memory for compute: only worth it on a GPU
     model = _trainable_model(scorer.model, cfg, grad_ckpt)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.max_steps))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The schedule follows the global step: the global batch is split over the processes, so the
+    # scheduler is not prepared (accelerate would step a prepared one once per process); it is
+    # registered so that checkpoints still hold its state.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     # 2. Resume from the newest complete checkpoint of the same run.
     fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
     start_step, history = _resume(accelerator, checkpoint_dir, fingerprint) if resume else (0, [])
-    writer = (
-        SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step) if checkpoint_dir else None
-    )
+    writer = None
+    if checkpoint_dir is not None and accelerator.is_main_process:  # one TensorBoard log, rank 0's
+        writer = SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step)
     # 3. Train: each process takes its share of the step's pairs, both orders.
-    pairs_per_step = cfg.batch_size // 2
     rank, world = accelerator.process_index, accelerator.num_processes
+    data = StepBatches(pairs, store, cfg, rank, world, scorer.template.context_images)
     t0 = time.perf_counter()
     window = _Window()
     bar = tqdm(
         total=cfg.max_steps, initial=start_step, desc="reward SFT", disable=not accelerator.is_main_process
     )
     with Throughput("steps") as tp:
-        for step in range(start_step, cfg.max_steps):
-            indices = pairs_for_step(len(pairs), pairs_per_step, cfg.seed, step)
-            comparisons = both_orders(pairs, indices[rank::world] or indices[:1])
-            with accelerator.autocast():
-                loss, accuracy = sft_loss(scorer, model, comparisons, store)
+        for step, (comparisons, batch) in enumerate(
+            _step_loader(data, start_step, cfg.num_workers), start_step
+        ):
+            # bf16 is autocast over the fp32 master weights (the model is loaded in float32)
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, accuracy = sft_loss(scorer, model, comparisons, batch)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             tp.add(1)
             bar.update(1)
-            window.add(loss.item(), accuracy)
+            if world > 1:  # log the global batch's loss and accuracy, not rank 0's share
+                stats = accelerator.reduce(torch.stack([loss.detach(), loss.new_tensor(accuracy)]), "mean")
+                window.add(float(stats[0]), float(stats[1]))
+            else:
+                window.add(loss.item(), accuracy)
             done = step + 1
             if done % cfg.log_interval == 0 or done == cfg.max_steps:
                 history.append(window.entry(done, scheduler.get_last_lr()[0]))
@@ -214,7 +280,11 @@ def train(
         writer.close()
     seconds = time.perf_counter() - t0
     log.info("reward SFT: %s", tp)
-    # 4. Hand the trained model back to the scorer (LoRA merged), ready for scoring.
+    # 4. Hand the trained model back to the scorer (LoRA merged), ready for scoring. Under FSDP
+    # each rank holds a shard: the full weights are gathered (every rank takes part) for rank 0.
+    full_state = None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        full_state = accelerator.get_state_dict(model)
     scorer.vlm.model = _finished_model(accelerator.unwrap_model(model), cfg, grad_ckpt)
     return TrainResult(
         steps=cfg.max_steps,
@@ -222,6 +292,7 @@ def train(
         seconds=seconds,
         steps_per_second=(cfg.max_steps - start_step) / seconds if seconds > 0 else 0.0,
         resumed_from=start_step,
+        state_dict=full_state if accelerator.is_main_process else None,
         trainable_parameters=sum(p.numel() for p in trainable),
     )
 
