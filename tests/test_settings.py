@@ -22,6 +22,7 @@ from onereward.config import (
     literal_choices,
 )
 from onereward.generate.config import GenerateConfig
+from onereward.policy.config import PolicyConfig
 from onereward.profile import SECTIONS, load_profile
 from onereward.reward.config import RewardConfig
 from onereward.select.config import SelectConfig
@@ -41,6 +42,7 @@ CLI_CONFIGS = {
     "generate": GenerateConfig,
     "train-reward": RewardConfig,
     "synth": SynthConfig,
+    "train-policy": PolicyConfig,
 }
 # Component parameters that are not settings (inputs the stage gets besides its config).
 NOT_SETTINGS = {"profile"}

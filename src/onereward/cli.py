@@ -21,6 +21,7 @@ AREAS = (
     "onereward.generate.cli",  # generate
     "onereward.annotate.cli",  # export, simulate-annotations, import
     "onereward.reward.cli",  # train-reward
+    "onereward.policy.cli",  # train-policy, policy-references
     "onereward.pipeline_cli",  # pipeline compile/run, demo, profile
 )
 

@@ -34,6 +34,7 @@ from onereward.config import Config
 from onereward.errors import ProfileError
 from onereward.generate.config import GenerateConfig
 from onereward.model_refs import looks_like_path
+from onereward.policy.config import PolicyConfig
 from onereward.reward.config import RewardConfig
 from onereward.select.config import SelectConfig
 
@@ -48,6 +49,7 @@ SECTIONS: dict[str, type[Config]] = {
     "select": SelectConfig,
     "generate": GenerateConfig,
     "reward": RewardConfig,
+    "policy": PolicyConfig,
 }
 
 
@@ -86,6 +88,7 @@ class Profile:
     select: SelectConfig = field(default_factory=SelectConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: str = ""
 
     @property

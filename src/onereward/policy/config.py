@@ -94,8 +94,8 @@ class PolicyConfig(Config):
     nft_norm: Literal["global", "group"] = setting(
         "global", "NFT normaliser Z of Eq. 7: std of the step's raw rewards (global) or of each group."
     )
-    nft_solver: Literal["dpm2m", "euler"] = setting(
-        "dpm2m", "NFT rollout solver: DPM-Solver++(2M) for flow matching, or Euler."
+    nft_solver: Literal["ab2", "euler"] = setting(
+        "ab2", "NFT rollout solver: second-order multistep (Adams-Bashforth on the velocity) or Euler."
     )
     # ---- precision and memory -----------------------------------------------------------------
     dtype: Literal["float32", "bfloat16", "float16"] = setting(

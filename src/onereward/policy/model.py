@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,7 @@ class PolicyModel:
         lora_targets: list[str] | None = None,
         with_old: bool = False,
         with_base_copy: bool = False,
+        seed: int = 0,
     ) -> None:
         self.finetune = finetune
         self.transformer = transformer
@@ -58,8 +60,14 @@ class PolicyModel:
             self.lora_config = LoraConfig(
                 r=lora_rank, lora_alpha=lora_rank, init_lora_weights=True, target_modules=targets
             )
-            for name in self.names:
-                transformer.add_adapter(self.lora_config, adapter_name=name)
+            # LoRA A matrices start random: seeded, so a run (and its rerun) starts from the same weights.
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                torch.manual_seed(seed)
+                warnings.filterwarnings(
+                    "ignore", message="Already found a `peft_config`"
+                )  # several adapters: intended
+                for name in self.names:
+                    transformer.add_adapter(self.lora_config, adapter_name=name)
             # Master weights in float32 whatever the base dtype (peft casts inputs to the adapter's dtype).
             for n, p in transformer.named_parameters():
                 if ".lora_" in n:

@@ -1,0 +1,293 @@
+"""Monitors on a fixed held-out probe set: is the policy getting better, or hacking the reward?
+
+The probe set is ``probe_items`` held-out conditions per task, each with ``probe_seeds`` fixed
+noise seeds. The base's rollouts of these (conditions, seeds) are made once; every evaluation
+rolls the policy out from the same conditions and seeds (paired comparisons) and records:
+
+- **P(Yes)** of the policy against the base per task x dimension (the paper's Figure 6 shape);
+- in the synthetic world (items with an ideal target), the **oracle** score of every probe output
+  per dimension, normalised per (item, dimension) between noise and the target
+  (:mod:`onereward.synth.baselines`), and the paired difference policy - base with its 95%
+  half-width (1.96 sd / sqrt(n));
+- the **change outside the mask before paste-back** (mean absolute difference to the source in
+  grey levels, policy and base): a policy that learns to repaint the background is caught here
+  even though paste-back hides it from the reward;
+- probe images for the report's grid over training.
+
+A cell whose P(Yes) rose since the first evaluation while its oracle difference is below zero
+beyond its noise is a **reward-hacking flag**. At the end, :func:`win_rates` gives the oracle win
+rate of the policy over the base per task x dimension (ties dropped) with Wilson 95% intervals,
+pooled over each task's dimensions and over everything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from onereward.imageio import save_png
+from onereward.policy.conditions import Condition
+from onereward.policy.rewards import PairwiseReward
+from onereward.policy.rollouts import Rollouts, by_size, to_uint8_arrays
+
+PROBE_STREAM = 7  # seed word of the probe noises
+TIE = 1e-6  # oracle differences at or below this are ties
+HACK_REWARD_RISE = 0.02  # P(Yes) rise that counts as "reward up" for the hacking flag
+Z95 = 1.959963984540054
+
+
+def wilson(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion wins / n (n = 0 gives (0, 1))."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = wins / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _cells(conds: list[Condition]) -> list[tuple[int, str, str]]:
+    return [(i, c.task, d) for i, c in enumerate(conds) for d in c.dimensions]
+
+
+@dataclass
+class ProbeOutputs:
+    """Outputs of one weights' rollouts over the probe samples (one row per sample)."""
+
+    images: list[np.ndarray]
+    outside_change: np.ndarray  # [n] grey levels
+    oracle: dict[tuple[int, str], float] = field(default_factory=dict)  # (sample, dimension) -> score
+    p_yes: dict[tuple[int, str], float] = field(default_factory=dict)  # against the base
+
+
+class Monitor:
+    """Evaluates ``policy`` / ``ema`` weights on the probe set against the base."""
+
+    def __init__(
+        self,
+        probe: list[Condition],
+        rollouts: Rollouts,
+        reward: PairwiseReward,
+        *,
+        seed: int,
+        probe_seeds: int,
+        rollout_steps: int,
+        accelerator: Any,
+        batch: int = 16,
+    ) -> None:
+        self.rollouts = rollouts
+        self.reward = reward
+        self.accelerator = accelerator
+        self.steps = rollout_steps
+        self.batch = batch
+        rng = np.random.default_rng([int(seed) & 0x7FFFFFFF, PROBE_STREAM])
+        self.samples: list[Condition] = []
+        self.seeds: list[int] = []
+        self.first_of: list[int] = []  # index of each condition's first sample (image grid)
+        for c in probe:
+            self.first_of.append(len(self.samples))
+            for _ in range(probe_seeds):
+                self.samples.append(c)
+                self.seeds.append(int(rng.integers(0, 2**31 - 1)))
+        self.synthetic = bool(probe) and all(c.target is not None for c in probe)
+        self._anchors: dict[str, Any] = {}
+        self.base: ProbeOutputs | None = None
+
+    # ---- oracle -------------------------------------------------------------------------------
+    def _oracle(self, k: int, image: np.ndarray) -> dict[str, float]:
+        from onereward.synth import baselines, oracle
+
+        c = self.samples[k]
+        raw = oracle.score_all(c.task, c.source, c.mask, c.prompt, image)
+        if not self.synthetic:
+            return raw
+        if c.item_id not in self._anchors:
+            self._anchors[c.item_id] = baselines.anchors(
+                c.task, c.source, c.mask, c.prompt, c.target, item_id=c.item_id
+            )
+        return self._anchors[c.item_id].normalise(raw)
+
+    # ---- rollouts -----------------------------------------------------------------------------
+    def _rollout(self, which: str) -> tuple[list[np.ndarray], np.ndarray, torch.Tensor]:
+        n = len(self.samples)
+        images: list[np.ndarray | None] = [None] * n
+        change = np.zeros(n)
+        tensors: list[torch.Tensor | None] = [None] * n
+        for group in by_size(self.samples):
+            for s in range(0, len(group), self.batch):
+                idx = group[s : s + self.batch]
+                conds = [self.samples[i] for i in idx]
+                with self.accelerator.autocast():
+                    out = self.rollouts.sample(conds, [self.seeds[i] for i in idx], which, steps=self.steps)
+                arrays = to_uint8_arrays(out.images)
+                raws = out.raw.float().cpu().numpy()
+                for j, i in enumerate(idx):
+                    images[i] = arrays[j]
+                    tensors[i] = torch.from_numpy(arrays[j]).permute(2, 0, 1).float() / 255.0
+                    c = self.samples[i]
+                    outside = ~c.mask
+                    diff = np.abs(raws[j].transpose(1, 2, 0) * 255.0 - c.source.astype(np.float64))
+                    change[i] = float(diff[outside].mean()) if outside.any() else 0.0
+        return images, change, tensors  # type: ignore[return-value]
+
+    def _score(self, outputs: ProbeOutputs) -> None:
+        for k, image in enumerate(outputs.images):
+            for dim, v in self._oracle(k, image).items():
+                outputs.oracle[(k, dim)] = float(v)
+
+    def ensure_base(self, cache: Path | None = None) -> ProbeOutputs:
+        """The base's probe outputs (rolled out once; kept in ``cache`` (.npz) across resumes)."""
+        if self.base is not None:
+            return self.base
+        if cache is not None and cache.is_file():
+            data = np.load(cache)
+            images = list(data["images"])
+            change = data["outside_change"]
+        else:
+            images, change, _ = self._rollout("base")
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.stem + ".tmp.npz")
+                np.savez(tmp, images=np.stack(images), outside_change=change)
+                tmp.replace(cache)
+        self.base = ProbeOutputs(images=images, outside_change=np.asarray(change))
+        self._score(self.base)
+        return self.base
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def evaluate(
+        self, step: int, which: str = "policy", image_dir: Path | None = None, n_images: int = 0
+    ) -> tuple[dict[str, Any], ProbeOutputs]:
+        """Roll out ``which`` on the probe set; returns (summary, per-sample outputs)."""
+        base = self.ensure_base()
+        images, change, tensors = self._rollout(which)
+        out = ProbeOutputs(images=images, outside_change=change)
+        self._score(out)
+        base_t = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255.0 for a in base.images])
+        pol_t = torch.stack(tensors)
+        values: list[float] = []
+        for group in by_size(self.samples):
+            for s in range(0, len(group), self.batch):
+                idx = group[s : s + self.batch]
+                p, comps = self.reward.p_yes(
+                    pol_t[idx].to(self.rollouts.device),
+                    base_t[idx],
+                    [self.samples[i] for i in idx],
+                    grad=False,
+                )
+                for value, ci, dim in zip(p.tolist(), comps.index, comps.dimensions, strict=True):
+                    out.p_yes[(idx[ci], dim)] = float(value)
+                    values.append(float(value))
+        if image_dir is not None and n_images:
+            for k in self.first_of[:n_images]:
+                save_png(image_dir / f"{self.samples[k].item_id}.png", images[k])
+        return self.summary(step, which, out), out
+
+    def summary(self, step: int, which: str, out: ProbeOutputs) -> dict[str, Any]:
+        """Means per task x dimension of P(Yes), oracle and the paired oracle difference."""
+        assert self.base is not None
+        p_cells: dict[str, dict[str, list[float]]] = {}
+        o_cells: dict[str, dict[str, list[float]]] = {}
+        d_cells: dict[str, dict[str, list[float]]] = {}
+        b_cells: dict[str, dict[str, list[float]]] = {}
+        for k, c in enumerate(self.samples):
+            for dim in c.dimensions:
+                p_cells.setdefault(c.task, {}).setdefault(dim, []).append(out.p_yes[(k, dim)])
+                o_cells.setdefault(c.task, {}).setdefault(dim, []).append(out.oracle[(k, dim)])
+                b_cells.setdefault(c.task, {}).setdefault(dim, []).append(self.base.oracle[(k, dim)])
+                d_cells.setdefault(c.task, {}).setdefault(dim, []).append(
+                    out.oracle[(k, dim)] - self.base.oracle[(k, dim)]
+                )
+
+        def mean(cells: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+            return {t: {d: float(np.mean(v)) for d, v in dims.items()} for t, dims in cells.items()}
+
+        delta = {
+            t: {
+                d: {
+                    "mean": float(np.mean(v)),
+                    "half_width": float(Z95 * np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None,
+                    "n": len(v),
+                }
+                for d, v in dims.items()
+            }
+            for t, dims in d_cells.items()
+        }
+        all_p = [v for dims in p_cells.values() for vs in dims.values() for v in vs]
+        all_o = [v for dims in o_cells.values() for vs in dims.values() for v in vs]
+        all_b = [v for dims in b_cells.values() for vs in dims.values() for v in vs]
+        return {
+            "step": step,
+            "weights": which,
+            "p_yes": mean(p_cells),
+            "p_yes_mean": float(np.mean(all_p)) if all_p else 0.0,
+            "oracle": mean(o_cells),
+            "oracle_mean": float(np.mean(all_o)) if all_o else 0.0,
+            "oracle_base": mean(b_cells),
+            "oracle_base_mean": float(np.mean(all_b)) if all_b else 0.0,
+            "oracle_delta": delta,
+            "oracle_kind": "normalised" if self.synthetic else "raw",
+            "outside_change": float(np.mean(out.outside_change)) if len(out.outside_change) else 0.0,
+            "outside_change_base": float(np.mean(self.base.outside_change)) if self.base.images else 0.0,
+        }
+
+    def win_rates(self, out: ProbeOutputs) -> dict[str, Any]:
+        """Oracle win rate of ``out`` over the base per task x dimension (ties dropped), Wilson 95%
+        intervals; ``pooled``: per task over its dimensions, and ``all``."""
+        assert self.base is not None
+        cells: dict[str, dict[str, list[int]]] = {}
+        for k, c in enumerate(self.samples):
+            for dim in c.dimensions:
+                diff = out.oracle[(k, dim)] - self.base.oracle[(k, dim)]
+                w = cells.setdefault(c.task, {}).setdefault(dim, [0, 0, 0])
+                w[0 if diff > TIE else 1 if diff < -TIE else 2] += 1
+
+        def entry(wins: int, losses: int, ties: int) -> dict[str, Any]:
+            n = wins + losses
+            low, high = wilson(wins, n)
+            return {
+                "wins": wins, "losses": losses, "ties": ties,
+                "rate": wins / n if n else None, "low": low, "high": high,
+            }  # fmt: skip
+
+        by_cell = {t: {d: entry(*w) for d, w in dims.items()} for t, dims in cells.items()}
+        pooled = {}
+        for t, dims in cells.items():
+            pooled[t] = entry(*(sum(w[i] for w in dims.values()) for i in range(3)))
+        pooled["all"] = entry(
+            *(sum(w[i] for dims in cells.values() for w in dims.values()) for i in range(3))
+        )
+        return {"cells": by_cell, "pooled": pooled}
+
+
+def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cells whose P(Yes) rose since ``first`` while the oracle fell below the base beyond its noise."""
+    flags = []
+    for task, dims in current["p_yes"].items():
+        for dim, p in dims.items():
+            rise = p - first["p_yes"].get(task, {}).get(dim, p)
+            delta = current["oracle_delta"].get(task, {}).get(dim)
+            if delta is None or delta["half_width"] is None:
+                continue
+            if rise > HACK_REWARD_RISE and delta["mean"] + delta["half_width"] < 0:
+                flags.append(
+                    {"step": current["step"], "task": task, "dimension": dim, "p_yes_rise": rise,
+                     "oracle_delta": delta["mean"], "half_width": delta["half_width"]}
+                )  # fmt: skip
+    return flags
+
+
+def falls(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cells whose oracle mean is below the base's by more than its noise (95% half-width)."""
+    out = []
+    for task, dims in summary["oracle_delta"].items():
+        for dim, delta in dims.items():
+            if delta["half_width"] is not None and delta["mean"] + delta["half_width"] < 0:
+                out.append({"task": task, "dimension": dim, **delta})
+    return out

@@ -1,0 +1,441 @@
+"""train_policy: bad inputs are one line; ReFL's loss is Eq. 5 and only the adapters learn; gradient
+accumulation and checkpointing keep the gradient; EMA, the frozen reference without a second copy,
+float32 master weights; the reference cache equals fresh rollouts; NFT's pieces; the three
+algorithms write a policy that loads; a run killed with SIGKILL resumes to the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onereward.artifacts import ArtifactError
+from onereward.cli import main
+from onereward.config import ConfigError
+from onereward.errors import InputError
+from onereward.policy.config import PolicyConfig
+from onereward.reward.gate import RewardGateError
+from onereward.testing.policy import make_reward_model_artifact
+
+# Small enough for seconds per run on one core.
+FAST = {
+    "max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "rollout_steps": 3, "t1": 1, "t2": 2,
+    "probe_items": 1, "probe_seeds": 1, "eval_every": 2, "report_items": 1, "threads": 1,
+    "reference_seeds": 2, "nft_group_size": 2, "nft_rollout_steps": 2, "lora_rank": 2,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_zoo: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("policy-train")
+    assert main(["synth", "--out", str(root / "pool"), "--items", "12", "--seed", "5"]) == 0
+    make_reward_model_artifact(root / "rm", zoo=tiny_zoo, accuracy=0.8)
+    return {"root": root, "pool": root / "pool", "rm": root / "rm", "zoo": tiny_zoo}
+
+
+def _run(world, out: Path, **settings):
+    from onereward.policy.stage import run
+
+    return run(str(world["pool"]), str(world["rm"]), str(out), zoo=str(world["zoo"]), **{**FAST, **settings})
+
+
+# ---- settings and inputs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"algorithm": "ppo"},
+            r"policy.algorithm \(--algorithm\): expected one of refl, refl_dynamic, nft, got 'ppo'",
+        ),
+        (
+            {"reward_lambda": 0.0},
+            r"policy.reward_lambda \(--reward-lambda\): expected lambda in \(0, 1\], got 0.0",
+        ),
+        ({"reward_lambda": 1.5}, r"expected lambda in \(0, 1\], got 1.5"),
+        ({"t1": 5, "t2": 3}, r"policy.t1 \(--t1\): expected t1 <= t2 \(3\), got 5"),
+        ({"t2": 8, "rollout_steps": 8}, r"policy.t2 \(--t2\): expected t2 < rollout_steps \(8\), got 8"),
+        ({"family": "sd_inpaint"}, r"policy.family .*train_policy trains flux_fill generators"),
+        (
+            {"task_probabilities": "image_fill=x"},
+            r"policy.task_probabilities .*expected a number for image_fill",
+        ),
+    ],
+)
+def test_bad_settings_are_one_line_config_errors(settings, message) -> None:
+    with pytest.raises(ConfigError, match=message) as e:
+        PolicyConfig.resolve(PolicyConfig(), settings)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_settings_on_the_command_line_exit_2_with_one_line(world, tmp_path, capsys) -> None:
+    argv = ["train-policy", "--subset", str(world["pool"]), "--reward-model", str(world["rm"])]
+    assert main([*argv, "--out", str(tmp_path / "p"), "--reward-lambda", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "reward_lambda" in err and "(0, 1]" in err
+    with pytest.raises(SystemExit):  # argparse: unknown algorithm
+        main([*argv, "--out", str(tmp_path / "p"), "--algorithm", "ppo"])
+    assert "invalid choice: 'ppo'" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_bad_inputs_are_refused_before_training(world, tmp_path) -> None:
+    with pytest.raises(
+        ArtifactError, match=r"--reward-model: .* field 'kind' is 'pool'; expected reward_model"
+    ) as e:
+        _run({**world, "rm": world["pool"]}, tmp_path / "p")
+    assert "\n" not in str(e.value)
+    weak = make_reward_model_artifact(tmp_path / "weak", zoo=world["zoo"], accuracy=0.8)
+    table = weak.metrics()["accuracy"]
+    table["image_fill"]["text_alignment"] = 0.55
+    make_reward_model_artifact(tmp_path / "weak", zoo=world["zoo"], accuracy=table)
+    with pytest.raises(
+        RewardGateError, match=r"test accuracy below 0.6 for image_fill/text_alignment=0.550"
+    ) as e:
+        _run({**world, "rm": tmp_path / "weak"}, tmp_path / "p")
+    assert "\n" not in str(e.value)
+    assert main(["synth", "--out", str(tmp_path / "nomask"), "--items", "6", "--no-masks"]) == 0
+    with pytest.raises(InputError, match=r"item '.*': field 'mask' is null; train_policy needs a mask") as e:
+        _run({**world, "pool": tmp_path / "nomask"}, tmp_path / "p")
+    assert "\n" not in str(e.value) and not (tmp_path / "p").exists()
+
+
+# ---- the pieces -------------------------------------------------------------------------------
+
+
+def _pieces(world, **settings):
+    """The stage's objects for unit tests: conditions, model, rollouts, reward, algorithm."""
+    from accelerate import Accelerator
+
+    from onereward.policy.conditions import read_conditions
+    from onereward.policy.rewards import load_reward_model
+    from onereward.policy.stage import _build, vae_grid
+    from onereward.profile import load_profile
+
+    prof = load_profile("tiny")
+    cfg = PolicyConfig.resolve(prof.policy, {**FAST, **settings})
+    model_dir = str(world["zoo"] / "flux_fill")
+    conds = read_conditions(
+        str(world["pool"]),
+        probabilities=cfg.probabilities(),
+        probe_items=1,
+        seed=cfg.seed,
+        grid=vae_grid(model_dir),
+    )
+    acc = Accelerator(cpu=True, mixed_precision=cfg.mixed_precision)
+    scorer, _, _ = load_reward_model(
+        str(world["rm"]), cells=conds.needed_cells(), threshold=0.6, override=False, device="cpu",
+        dtype=torch.float32,
+    )  # fmt: skip
+    from onereward.policy.stage import _references
+
+    _references(None, prof, cfg, "", conds)
+    algorithm, model, monitor = _build(prof, cfg, model_dir, torch.device("cpu"), acc, conds, scorer, None)
+    return cfg, conds, algorithm, model, monitor
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.transformer.named_parameters() if p.grad is not None}
+
+
+def test_refl_loss_is_eq5_and_only_the_policy_adapter_gets_gradients(world) -> None:
+    torch.set_num_threads(1)
+    cfg, conds, refl, model, _ = _pieces(world, batch_size=3, micro_batch_size=3, reward_lambda=0.9)
+    stats = refl.step(0)
+    grads = _grads(model)
+    assert grads and all(".lora_" in n and ".policy." in n for n in grads)
+    assert any(g.abs().sum() > 0 for g in grads.values())
+    # the same draws by hand: J = mean over samples of mean over dimensions of max(0, lambda - P)
+    samples, ref_seeds, pol_seeds, t = refl.draws(0)
+    with torch.no_grad():
+        ref = refl.reference_images(samples, ref_seeds)
+        pol = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps)
+        p, comps = refl.reward.p_yes(pol.images, ref, samples, grad=False)
+    per_sample = [
+        np.mean([max(0.0, 0.9 - float(p[k])) for k in range(len(p)) if comps.index[k] == i]) for i in range(3)
+    ]
+    assert stats.loss == pytest.approx(float(np.mean(per_sample)), rel=1e-5)
+    assert stats.n_comparisons == sum(len(c.dimensions) for c in samples)
+    assert stats.above_lambda == pytest.approx(float((p >= 0.9).float().mean()))
+
+
+def test_frozen_reference_is_the_base_without_a_second_copy(world) -> None:
+    from onereward.generate.flux_sampler import FluxFillSampler
+    from onereward.models import flux_fill
+
+    cfg, conds, refl, model, _ = _pieces(world)
+    n_base = sum(1 for n, _ in model.transformer.named_parameters() if ".lora_" not in n)
+    plain = flux_fill.load(world["zoo"] / "flux_fill")
+    assert n_base == sum(1 for _ in plain.transformer.parameters()) and not model.copies
+    with torch.no_grad():  # move the policy away from the base
+        for n, p in model.transformer.named_parameters():
+            if ".policy." in n and "lora_B" in n:
+                p.add_(0.1)
+    cond = conds.all_train()[0]
+    ours = refl.rollouts.sample([cond], [7], "base", steps=3).images
+    moved = refl.rollouts.sample([cond], [7], "policy", steps=3).images
+    sampler = FluxFillSampler(plain, max_sequence_length=cfg.max_sequence_length)
+    spec = refl.rollouts.specs([cond], [7], 3)
+    with torch.no_grad():
+        b = sampler.prepare({cond.item_id: cond.fitted}, spec)
+        sampler.denoise(b)
+        theirs, _ = refl.rollouts.paste(sampler.decode(b), [cond])
+    assert torch.allclose(ours, theirs, atol=1e-5) and (moved - ours).abs().max() > 1e-3
+
+
+def test_gradient_accumulation_and_checkpointing_keep_the_gradient(world) -> None:
+    torch.set_num_threads(1)
+    got = {}
+    for name, settings in {
+        "one pass": {"batch_size": 4, "micro_batch_size": 4},
+        "accumulated": {"batch_size": 4, "micro_batch_size": 1},
+        "checkpointed": {"batch_size": 4, "micro_batch_size": 2, "gradient_checkpointing": True},
+    }.items():
+        _, _, refl, model, _ = _pieces(world, **settings)
+        refl.step(3)
+        got[name] = _grads(model)
+    for name in ("accumulated", "checkpointed"):
+        assert got[name].keys() == got["one pass"].keys()
+        for k, g in got["one pass"].items():  # equal up to float rounding of batched kernels
+            assert (got[name][k] - g).norm() <= 2e-3 * g.norm() + 1e-9, (name, k)
+
+
+def test_ema_moves_by_one_minus_tau_and_master_weights_stay_float32(world) -> None:
+    from onereward.policy.model import PolicyModel
+
+    _, _, _, model, _ = _pieces(world)
+    policy = model.named_state("policy")
+    ema_before = {k: v.clone() for k, v in model.named_state("ema").items()}
+    with torch.no_grad():
+        for v in policy.values():
+            v.add_(0.5)
+    model.ema_update("ema", 0.9)
+    for k, v in model.named_state("ema").items():
+        assert torch.allclose(v, 0.9 * ema_before[k] + 0.1 * policy[k], atol=1e-6)
+    # a bf16 base: the adapters (trainable, EMA) stay float32, the base stays bf16
+    from onereward.models import flux_fill
+
+    pipe = flux_fill.load(world["zoo"] / "flux_fill", dtype="bfloat16")
+    bf = PolicyModel(pipe.transformer, finetune="lora", lora_rank=2, lora_targets=["attn.to_q", "attn.to_v"])
+    assert {p.dtype for p in bf.trainable_parameters()} == {torch.float32}
+    assert all(p.dtype == torch.bfloat16 for n, p in pipe.transformer.named_parameters() if ".lora_" not in n)
+
+
+def test_reference_cache_equals_fresh_rollouts(world, tmp_path) -> None:
+    from onereward.policy.references import ReferenceCache, run_references
+    from onereward.profile import load_profile
+
+    run_references(str(world["pool"]), str(tmp_path / "refs"), zoo=str(world["zoo"]), **{
+        k: FAST[k] for k in ("rollout_steps", "reference_seeds")
+    })  # fmt: skip
+    cfg, conds, refl, _, _ = _pieces(world)
+    from onereward.generate.stage import generator_identity
+
+    prof = load_profile("tiny")
+    cache = ReferenceCache.open(
+        str(tmp_path / "refs"), prof=prof, cfg=cfg, generator=generator_identity(prof, "generator", str(world["zoo"])),
+        subset=conds.manifest,
+    )  # fmt: skip
+    cond = conds.all_train()[0]
+    seeds = list(cond.reference_seeds)
+    assert len(seeds) == 2 and cache.has(cond.item_id, cond.reference_seeds)
+    fresh = refl.reference_images([cond] * 2, seeds)
+    cached = torch.stack(
+        [torch.from_numpy(cache.get(cond.item_id, s)).permute(2, 0, 1).float() / 255 for s in seeds]
+    )
+    assert (fresh - cached).abs().max().item() <= 2 / 255  # batched kernels may round one level apart
+    other = cfg.to_dict() | {"rollout_steps": 4, "t2": 2}
+    with pytest.raises(
+        InputError, match=r"producer.parameters.min_steps' is 3, this run's reference rollouts need 4"
+    ):
+        ReferenceCache.open(
+            str(tmp_path / "refs"), prof=prof, cfg=PolicyConfig(**other), generator="x", subset=conds.manifest
+        )
+
+
+# ---- NFT ----------------------------------------------------------------------------------------
+
+
+def test_nft_optimality_and_low_std_group_filter() -> None:
+    from onereward.policy.nft import keep_groups, optimality
+
+    raw = torch.tensor([0.2, 0.4, 0.6, 0.96, 0.97, 0.98])
+    group = torch.tensor([0, 0, 0, 1, 1, 1])
+    r = optimality(raw, group, norm="global", global_std=0.2)
+    assert torch.allclose(r[:3], torch.tensor([0.0, 0.5, 1.0]))  # (raw - 0.4) / 0.2 clipped, halved, + 1/2
+    assert torch.allclose(r[3:], torch.tensor([0.475, 0.5, 0.525]))
+    keep = keep_groups(raw, group, tau_mu=0.9, tau_sigma=0.05)
+    assert keep.tolist() == [True, True, True, False, False, False]  # high mean and low std: noise
+    assert keep_groups(raw, group, tau_mu=0.99, tau_sigma=0.05).all()
+
+
+class _GaussianFlow:
+    """x0 ~ N(m, s^2) per coordinate: the exact flow-matching velocity, so solvers can be checked."""
+
+    def __init__(self, m: float, s: float) -> None:
+        self.m, self.s = m, s
+
+    def velocity(self, batch, x, i):
+        t = batch.sigmas[:, i].view(-1, 1, 1).double()
+        var = (1 - t) ** 2 * self.s**2 + t**2
+        centred = x.double() - (1 - t) * self.m
+        x0 = self.m + (1 - t) * self.s**2 / var * centred
+        eps = t / var * centred
+        return (eps - x0).float()
+
+
+def test_multistep_solver_beats_euler_at_few_steps() -> None:
+    from types import SimpleNamespace
+
+    from onereward.policy.rollouts import multistep_2
+
+    torch.manual_seed(0)
+    z = torch.randn(1, 256, 4)
+    exact = 0.3 + 0.5 * z  # the flow maps noise z to m + s z
+    flow = _GaussianFlow(0.3, 0.5)
+    sig = torch.tensor([[1.0, 0.75, 0.5, 0.25, 0.0]])
+    euler = z.clone()
+    for i in range(4):
+        h = (sig[:, i + 1] - sig[:, i]).view(-1, 1, 1)
+        euler = euler + h * flow.velocity(SimpleNamespace(sigmas=sig), euler, i)
+    fast = multistep_2(flow, SimpleNamespace(latents=z.clone(), sigmas=sig, n_steps=4))
+    err_euler, err_fast = (euler - exact).abs().max().item(), (fast - exact).abs().max().item()
+    assert err_fast < err_euler / 2, (err_fast, err_euler)
+
+
+def test_logit_score_is_the_expected_digit(world) -> None:
+    from onereward.policy.rewards import SCORE_TOKENS, LogitScore
+    from onereward.reward.scoring import RewardScorer
+
+    scorer = RewardScorer.load(world["rm"])
+    score = LogitScore(scorer)
+    assert len(set(score.digit_ids)) == len(SCORE_TOKENS)
+    _, conds, _, _, _ = _pieces(world)
+    cond = conds.all_train()[0]
+    images = torch.rand(2, 3, *cond.size)
+    values, comps = score.score(images, [cond, cond])
+    assert values.shape == (2 * len(cond.dimensions),) and ((values >= 0) & (values <= 1)).all()
+
+
+# ---- whole runs -----------------------------------------------------------------------------------
+
+
+def _through_components(world, tmp_path: Path, **settings) -> tuple[Path, Path]:
+    """policy_references then train_policy through their KFP components (python_func): the -1 / ""
+    sentinels take the profile's values, the optional references input is an Artifact."""
+    from kfp.dsl import HTML, Artifact, Metrics
+
+    from onereward_kfp.components.policy_references import policy_references
+    from onereward_kfp.components.train_policy import train_policy
+
+    def art(name, cls=Artifact, uri=None):
+        return cls(name=name, uri=str(uri or tmp_path / name))
+
+    zoo, subset = art("zoo", uri=world["zoo"]), art("subset", uri=world["pool"])
+    refs = art("references")
+    policy_references.python_func(
+        subset=subset, zoo=zoo, references=refs, report=art("r1", HTML), metrics=art("m1", Metrics),
+        rollout_steps=FAST["rollout_steps"], reference_seeds=FAST["reference_seeds"], cfg_scale=-1.0, guidance=-1.0,
+    )  # fmt: skip
+    keys = set(train_policy.component_spec.inputs)
+    train_policy.python_func(
+        subset=subset, reward_model=art("rm", uri=world["rm"]), zoo=zoo, policy=art("policy"),
+        report=art("r2", HTML), metrics=art("m2", Metrics), references=refs,
+        **{k: v for k, v in {**FAST, **settings}.items() if k in keys}, finetune="", learning_rate=-1.0,
+    )  # fmt: skip
+    return tmp_path / "policy", tmp_path / "references"
+
+
+@pytest.mark.parametrize("algorithm", ["refl", "refl_dynamic", "nft"])
+def test_each_algorithm_writes_a_policy_that_loads(world, tmp_path, algorithm) -> None:
+    from onereward.artifacts import read_artifact
+    from onereward.policy.artifact import load_policy_pipeline, read_policy
+    from onereward.profile import load_profile
+
+    if algorithm == "refl":  # the pipeline's route: both components, the cache used
+        out, refs = _through_components(world, tmp_path, algorithm=algorithm)
+        assert (
+            read_artifact(out).parameters["settings"]["learning_rate"]
+            == load_profile("tiny").policy.learning_rate
+        )
+    else:  # refl_dynamic compares against the EMA policy: nothing to cache
+        out, refs = tmp_path / "policy", None
+        _run(world, out, algorithm=algorithm)
+    metrics = read_artifact(out).metrics()
+    manifest, info = read_policy(out)
+    assert info.algorithm == algorithm and info.finetune == "lora"
+    assert metrics["reference_cache"] == ("used" if refs else "none")
+    for key in ("reward_first", "reward_last", "oracle_first", "oracle_last", "seconds_per_iteration",
+                "samples_per_second", "oracle_win_rate", "outside_mask_change_last"):  # fmt: skip
+        assert key in metrics, key
+    assert 0.0 <= metrics["reward_first"] <= 1.0 and metrics["seconds_per_iteration"] > 0
+    assert (
+        metrics["oracle_win_rate"]["pooled"]["all"]["low"]
+        <= metrics["oracle_win_rate"]["pooled"]["all"]["high"]
+    )
+    for name in ("report.html", "curves.json", "tensorboard", "probe"):
+        assert (out / name).exists(), name
+    assert {i["kind"] for i in manifest.inputs} >= {"pool", "reward_model", "zoo"}
+    if refs:
+        assert read_artifact(refs).content_hash in {i["content_hash"] for i in manifest.inputs}
+    pipe = load_policy_pipeline(out, zoo=world["zoo"], weights="ema")
+    assert pipe.transformer is not None
+    assert not Path(str(out.parent / f".{out.name}.checkpoints")).exists()  # removed after success
+
+
+def test_full_fine_tuning_writes_transformers(world, tmp_path) -> None:
+    from onereward.policy.artifact import read_policy
+
+    _run(world, tmp_path / "full", finetune="full", max_steps=1, eval_every=1)
+    _, info = read_policy(tmp_path / "full")
+    assert info.finetune == "full" and (tmp_path / "full" / "ema_transformer" / "config.json").is_file()
+
+
+def _lora(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "lora" / "pytorch_lora_weights.safetensors"))
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(world, tmp_path) -> None:
+    settings = {**FAST, "max_steps": 4, "checkpoint_every": 2, "eval_every": 4}
+    argv = [sys.executable, "-m", "onereward.cli", "train-policy", "--subset", str(world["pool"]),
+            "--reward-model", str(world["rm"]), "--zoo", str(world["zoo"]), "--out", str(tmp_path / "killed")]  # fmt: skip
+    for k, v in settings.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ckpt = tmp_path / ".killed.checkpoints"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (ckpt / "step-00000002" / "state.json").exists():
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 2"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "killed").exists()  # killed before writing its artifact
+    resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    import json
+
+    metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2 and metrics["iterations_run"] == 2
+    from onereward.policy.stage import run
+
+    run(str(world["pool"]), str(world["rm"]), str(tmp_path / "straight"), zoo=str(world["zoo"]), **settings)
+    a, b = _lora(tmp_path / "killed"), _lora(tmp_path / "straight")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert any(v.abs().max() > 0 for k, v in a.items() if "lora_B" in k)  # it did learn something
