@@ -8,7 +8,10 @@
 #              weights, our FluxFillSampler, 28 steps, true CFG; s/candidate and peak GPU memory
 #              at 512 and 1024 px (batch 1) and 1024 px in a batch of 4.
 # - reward:    bench_reward.py --gpu-only: Qwen2.5-VL-7B architecture, random bf16 weights, our
-#              RewardScorer; pairs/s without and with gradients to the pixels, peak GPU memory.
+#              RewardScorer; pairs/s without and with gradients to the pixels, peak GPU memory;
+#              then reward SFT steps through our trainer in mixed precision (fp32 master weights,
+#              bf16 autocast, gradient checkpointing, lr 1e-6): the loss on a fixed batch falls,
+#              the weights change, s/step and peak memory (needs ~130 GB: an H200, or 2 GPUs).
 # - embedding: bench_select_embedding.py on cuda at ViT-L/14 size (images/s, decode included).
 #
 # Needs python3 with torch (CUDA), transformers, diffusers, open_clip_torch, pillow, numpy,
@@ -66,7 +69,7 @@ run_part() {  # name, time limit in seconds, command...
 for part in "${parts[@]}"; do
     case "$part" in
         generate) run_part generate_gpu "${GENERATE_LIMIT:-300}" python3 benchmarks/bench_generate.py --gpu-only ;;
-        reward) run_part reward_gpu "${REWARD_LIMIT:-150}" python3 benchmarks/bench_reward.py --gpu-only ;;
+        reward) run_part reward_gpu "${REWARD_LIMIT:-300}" python3 benchmarks/bench_reward.py --gpu-only ;;
         embedding)
             run_part select_embedding_gpu "${EMBEDDING_LIMIT:-120}" python3 benchmarks/bench_select_embedding.py \
                 --device cuda --skip-tiny --vit-arch ViT-L-14 --vit-images "${VIT_IMAGES:-512}" --workers 0,8
