@@ -1,4 +1,5 @@
-"""``onereward pipeline compile|run``, ``onereward demo`` and ``onereward profile``.
+"""``onereward pipeline compile|run|list|submit``, ``onereward demo``, ``onereward profile`` and
+``onereward cluster`` (registered from :mod:`onereward.cluster.cli`).
 
 The KFP glue (``onereward_kfp``) is imported only when one of these commands runs, so the stage
 library itself never imports KFP.
@@ -15,7 +16,9 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "pipeline", help="compile or run the KFP pipelines", description="Compile or run the KFP pipelines."
+        "pipeline",
+        help="compile, run or submit the KFP pipelines",
+        description="Compile the KFP pipelines, run one locally, or submit one to a KFP server.",
     )
     psub = p.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
     psub.required = True
@@ -58,6 +61,62 @@ def register(sub: argparse._SubParsersAction) -> None:
         "list", help="list pipelines and their parameters", description="List pipelines and parameters."
     )
     ls.set_defaults(func=_list)
+    s = psub.add_parser(
+        "submit",
+        help="upload a pipeline to Kubeflow Pipelines and start a run",
+        description=(
+            "Compile pipeline NAME, upload it as a version of the pipeline on the KFP server (idempotent: "
+            "the version is named <pipeline>-<sha12 of the spec>, so the same spec is uploaded once), find "
+            "or create the experiment, start a run with the parameters and print the run URL. The bearer "
+            "token comes from $KF_PIPELINES_TOKEN, the file named by $KF_PIPELINES_SA_TOKEN_PATH, or the "
+            "kubeconfig's current user token; none is sent to an open endpoint."
+        ),
+    )
+    s.add_argument("name", help="pipeline name (see `onereward pipeline list`)")
+    s.add_argument(
+        "--host",
+        required=True,
+        help="KFP API URL, e.g. https://<kubeflow>/pipeline or http://localhost:8888 (port-forward)",
+    )
+    s.add_argument(
+        "--experiment", default="Default", help="experiment name (created if missing; default: Default)"
+    )
+    s.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)"
+    )
+    s.add_argument(
+        "--version-name", default=None, help="pipeline version name (default: <pipeline>-<sha12 of the spec>)"
+    )
+    s.add_argument(
+        "--pipeline-name",
+        default=None,
+        help="pipeline name on the server (default: the spec's pipelineInfo.name)",
+    )
+    s.add_argument("--run-name", default=None, help="run display name (default: NAME and the UTC time)")
+    s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (needed by multi-user KFP)")
+    s.add_argument(
+        "--service-account",
+        default="onereward-pipeline-runner",
+        help="service account of the run's pods, allowed to launch TrainJobs (manifests/base/rbac.yaml; "
+        "default: onereward-pipeline-runner; '' = KFP's default)",
+    )
+    s.add_argument("--ui-host", default=None, help="KFP UI URL for the printed run link (default: --host)")
+    s.add_argument(
+        "--spec",
+        default=None,
+        help="upload this compiled YAML instead of compiling NAME (e.g. pipelines/compiled/NAME.yaml)",
+    )
+    s.add_argument(
+        "--image",
+        default=os.environ.get("ONEREWARD_IMAGE") or None,
+        help="CPU component image when compiling (default: $ONEREWARD_IMAGE or the versioned tag)",
+    )
+    s.add_argument(
+        "--gpu-image",
+        default=os.environ.get("ONEREWARD_GPU_IMAGE") or None,
+        help="GPU component image when compiling (default: $ONEREWARD_GPU_IMAGE or the versioned tag)",
+    )
+    s.set_defaults(func=_submit)
 
     d = sub.add_parser(
         "demo",
@@ -78,6 +137,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("name", help="profile name (tiny, full) or YAML path")
     pr.set_defaults(func=_profile)
+
+    # `onereward cluster ...` (TrainJobs) lives beside `pipeline submit`, in onereward.cluster.
+    from onereward.cluster.cli import register as register_cluster
+
+    register_cluster(sub)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -107,6 +171,36 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     print(f"pipeline {args.name}: {len(summary['stages'])} stages in {summary['wall_seconds']:.1f}s")
     print(f"report: {Path(args.out).absolute() / 'report.html'}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from onereward.cluster.submit import KfpApiError, submit
+    from onereward_kfp.pipelines.runner import parse_params
+
+    params = parse_params(args.name, args.param)
+    try:
+        done = submit(
+            args.name,
+            args.host,
+            params,
+            experiment=args.experiment,
+            version_name=args.version_name,
+            pipeline_name=args.pipeline_name,
+            run_name=args.run_name,
+            namespace=args.namespace,
+            service_account=args.service_account,
+            ui_host=args.ui_host,
+            spec_path=args.spec,
+            cpu_image=args.image,
+            gpu_image=args.gpu_image,
+        )
+    except KfpApiError as e:
+        print(f"onereward pipeline submit: error: {e}", file=sys.stderr)
+        return 1
+    what = "uploaded" if done.version_uploaded else "reused"
+    print(f"version {done.version_name} ({what}); run {done.run_id}", file=sys.stderr)
+    print(done.run_url)
     return 0
 
 
