@@ -26,6 +26,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, pipeline_channel
 
 from onereward_kfp.components.build_zoo import build_zoo
+from onereward_kfp.components.evaluate import evaluate
 from onereward_kfp.components.export_annotations import export_annotations
 from onereward_kfp.components.generate_candidates import generate_candidates
 from onereward_kfp.components.import_annotations import import_annotations
@@ -49,6 +50,7 @@ STAGE_COMPONENTS: dict[str, Any] = {
     "export": export_annotations,
     "simulate": simulate_annotations,
     "reward": train_reward_model,
+    "evaluate": evaluate,
 }
 # Pipeline-wide parameters, passed to every component that takes them.
 SHARED_PARAMETERS: dict[str, tuple[type, Any, str]] = {
@@ -184,8 +186,8 @@ def _zoo(p: Params) -> dsl.PipelineTask:
 
 def _collect_steps(
     pool: pipeline_channel.PipelineChannel, zoo: pipeline_channel.PipelineChannel, p: Params
-) -> dsl.PipelineTask:
-    """select -> generate (sharded) -> merge -> export."""
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """select -> generate (sharded) -> merge -> export; returns (select, export)."""
     select = select_subset(pool=pool, zoo=zoo, **p.stage("select")).set_display_name("select_subset")
     _gpu(select)
     # Fan-out over GPU workers: each shard generates a disjoint part of the subset; one merge.
@@ -206,7 +208,7 @@ def _collect_steps(
     kubernetes.use_secret_as_env(
         export, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS, optional=True
     )
-    return export
+    return select, export
 
 
 def _train_steps(
@@ -220,6 +222,29 @@ def _train_steps(
     ).set_display_name("train_reward_model")
     _gpu(reward)
     return reward
+
+
+def _evaluate_step(
+    pool: pipeline_channel.PipelineChannel,
+    training_items: pipeline_channel.PipelineChannel,
+    zoo: pipeline_channel.PipelineChannel,
+    reward: dsl.PipelineTask,
+    p: Params,
+    policy: pipeline_channel.PipelineChannel | None = None,
+) -> dsl.PipelineTask:
+    """evaluate: the benchmark (pool items not in ``training_items``): the policy (and its EMA)
+    against the base, or the base alone when no policy is given."""
+    artifacts = {"policy": policy} if policy is not None else {}
+    task = evaluate(
+        pool=pool,
+        training_items=training_items,
+        zoo=zoo,
+        reward_model=reward.outputs["reward_model"],
+        **artifacts,
+        **p.stage("evaluate"),
+    ).set_display_name("evaluate")
+    # The human A/B project may live on a Label Studio server (token from the Secret).
+    return _label_studio_step(_gpu(task))
 
 
 GENERATE_SHARDS = {
@@ -250,43 +275,60 @@ def collect(p: Params) -> None:
 
 @stage_pipeline(
     name="train",
-    description="import_annotations -> train_reward_model from a Label Studio project reference.",
-    stages=("reward",),
+    description="import_annotations -> train_reward_model -> evaluate from a Label Studio project reference.",
+    stages=("reward", "evaluate"),
     inputs={
         "annotations_uri": (
             str,
             inspect.Parameter.empty,
             "URI of a project reference (export_annotations) or annotations artifact.",
-        )
+        ),
+        "pool_uri": (
+            str,
+            inspect.Parameter.empty,
+            "URI of the pool artifact the evaluation benchmark is drawn from (items annotated are held out).",
+        ),
     },
 )
 def train(p: Params) -> None:
-    """Train the reward model from annotations."""
+    """Train the reward model from annotations and evaluate against the base on held-out items."""
     annotations = dsl.importer(
         artifact_uri=p["annotations_uri"], artifact_class=Artifact, reimport=False
     ).set_display_name("annotations")
-    _train_steps(annotations.output, _zoo(p).outputs["zoo"], p)
+    pool = dsl.importer(artifact_uri=p["pool_uri"], artifact_class=Artifact, reimport=False).set_display_name(
+        "pool"
+    )
+    zoo = _zoo(p).outputs["zoo"]
+    reward = _train_steps(annotations.output, zoo, p)
+    _evaluate_step(pool.output, annotations.output, zoo, reward, p)
 
 
 @stage_pipeline(
     name="end-to-end",
     description="Everything on one machine with simulated annotators: the embedded demo.",
-    stages=("synth", "select", "generate", "export", "simulate", "reward"),
+    stages=("synth", "select", "generate", "export", "simulate", "reward", "evaluate"),
     extra=GENERATE_SHARDS,
-    # The demo's small pool: fewer reward steps than the profile's.
-    defaults={"export_project_title": "onereward-demo", "reward_max_steps": 400},
+    # The demo's small pool: fewer reward steps than the profile's; simulated people answer the
+    # evaluation's blind A/B project.
+    defaults={
+        "export_project_title": "onereward-demo",
+        "reward_max_steps": 400,
+        "evaluate_human": "simulate",
+    },
 )
 def end_to_end(p: Params) -> None:
-    """Synthetic pool -> subset -> candidates -> (simulated) annotation -> preferences -> reward model."""
+    """Synthetic pool -> subset -> candidates -> (simulated) annotation -> preferences -> reward model
+    -> evaluation against the base on held-out items."""
     zoo = _zoo(p)
     pool = synthesize_pool(**p.stage("synth")).set_display_name("synthesize_pool")
     _cpu(pool)
-    export = _collect_steps(pool.outputs["pool"], zoo.outputs["zoo"], p)
+    select, export = _collect_steps(pool.outputs["pool"], zoo.outputs["zoo"], p)
     simulate = simulate_annotations(
         project=export.outputs["project"], **p.stage("simulate")
     ).set_display_name("simulate_annotations")
     _label_studio_step(_cpu(simulate))
-    _train_steps(simulate.outputs["annotations"], zoo.outputs["zoo"], p)
+    reward = _train_steps(simulate.outputs["annotations"], zoo.outputs["zoo"], p)
+    _evaluate_step(pool.outputs["pool"], select.outputs["subset"], zoo.outputs["zoo"], reward, p)
 
 
 PIPELINES = {"collect": collect, "train": train, "end_to_end": end_to_end}
@@ -302,6 +344,7 @@ STAGE_OUTPUTS = {
     "simulate_annotations": "annotations",
     "import_annotations": "preferences",
     "train_reward_model": "reward_model",
+    "evaluate": "evaluation",
 }
 
 # Stages in pipeline order (reports and the demo list them so).
@@ -314,6 +357,7 @@ STAGE_ORDER = [
     "simulate_annotations",
     "import_annotations",
     "train_reward_model",
+    "evaluate",
 ]
 
 # The merged output of the generate_candidates fan-out is the generate_candidates stage's artifact.

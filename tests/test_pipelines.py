@@ -12,6 +12,7 @@ import yaml
 
 from onereward.artifacts import read_artifact
 from onereward.cli import main
+from onereward.tables import read_table
 from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_ORDER, STAGE_OUTPUTS
 from onereward_kfp.pipelines.runner import compile_all
 
@@ -116,6 +117,7 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotations": "annotations",
         "import_annotations": "preferences",
         "train_reward_model": "reward_model",
+        "evaluate": "evaluation",
     }
     for stage, kind in kinds.items():
         m = read_artifact(out / stage)
@@ -139,6 +141,7 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotations": "annotations_per_second",
         "import_annotations": "tasks_per_second",
         "train_reward_model": "train_steps_per_second",
+        "evaluate": "items_per_second",
     }
     for stage, key in throughput.items():
         assert json.loads((out / stage / "metrics.json").read_text())[key] > 0, (stage, key)
@@ -154,3 +157,12 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
     meta = outputs["artifacts"]["subset"]["artifacts"][0]["metadata"]
     assert meta["content_hash"] == subset.content_hash and meta["kind"] == "subset"
     assert (out / "report.html").exists()
+    # the evaluation: held-out items (none of the subset's), its headline opens the run's report
+    ev = json.loads((out / "evaluate" / "metrics.json").read_text())
+    subset_ids = {r["item_id"] for r in read_table(out / "select_subset" / "items.parquet")}
+    assert (
+        ev["n_items"] > 0
+        and not {r["item_id"] for r in read_table(out / "evaluate" / "items.parquet")} & subset_ids
+    )
+    run_report = (out / "report.html").read_text()
+    assert run_report.index("Evaluation:") < run_report.index("Stages")

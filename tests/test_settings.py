@@ -21,6 +21,7 @@ from onereward.config import (
     kfp_description,
     literal_choices,
 )
+from onereward.evaluate.config import EvaluateConfig
 from onereward.generate.config import GenerateConfig
 from onereward.policy.config import PolicyConfig
 from onereward.profile import SECTIONS, load_profile
@@ -43,6 +44,7 @@ CLI_CONFIGS = {
     "train-reward": RewardConfig,
     "synth": SynthConfig,
     "train-policy": PolicyConfig,
+    "evaluate": EvaluateConfig,
 }
 # Component parameters that are not settings (inputs the stage gets besides its config).
 NOT_SETTINGS = {"profile"}
@@ -87,7 +89,11 @@ def test_pipeline_stage_parameters_mirror_the_components(name: str) -> None:
         assert param.annotation is typ and spec[pname].description == " ".join(text.split())
         assert text == component_input.description
         if param.default != default:  # a pipeline may set its own default (the demo's reward steps)
-            assert name == "end_to_end" and pname in ("reward_max_steps", "export_project_title"), pname
+            assert name == "end_to_end" and pname in (
+                "reward_max_steps",
+                "export_project_title",
+                "evaluate_human",
+            ), pname
     # every exposed component parameter reaches every pipeline that runs the stage
     for prefix in STAGE_COMPONENTS:
         own = {k for k in signature.parameters if k.startswith(f"{prefix}_")} - {"generate_shards"}

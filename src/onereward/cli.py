@@ -22,6 +22,7 @@ AREAS = (
     "onereward.annotate.cli",  # export, simulate-annotations, import
     "onereward.reward.cli",  # train-reward
     "onereward.policy.cli",  # train-policy, policy-references
+    "onereward.evaluate.cli",  # evaluate, evaluate-human
     "onereward.pipeline_cli",  # pipeline compile/run, demo, profile
 )
 

@@ -32,6 +32,7 @@ import yaml
 
 from onereward.config import Config
 from onereward.errors import ProfileError
+from onereward.evaluate.config import EvaluateConfig
 from onereward.generate.config import GenerateConfig
 from onereward.model_refs import looks_like_path
 from onereward.policy.config import PolicyConfig
@@ -50,6 +51,7 @@ SECTIONS: dict[str, type[Config]] = {
     "generate": GenerateConfig,
     "reward": RewardConfig,
     "policy": PolicyConfig,
+    "evaluate": EvaluateConfig,
 }
 
 
@@ -89,6 +91,7 @@ class Profile:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     source: str = ""
 
     @property

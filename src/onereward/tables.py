@@ -110,6 +110,52 @@ TEST_SCORES_SCHEMA = pa.schema(
     ]
 )
 
+# evaluation/items.parquet: the benchmark items (pool columns), their group and noise seed.
+EVAL_ITEMS_SCHEMA = pa.schema([*POOL_SCHEMA, ("group", pa.string()), ("seed", pa.int64())])
+# evaluation/results.parquet: one row per (item, model); automatic metrics (null where they do not
+# apply), the oracle's raw and normalised scores per dimension as JSON (null outside the synthetic world).
+EVAL_RESULTS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("group", pa.string()),
+        ("model", pa.string()),
+        ("image", pa.string()),
+        ("raw_image", pa.string()),
+        ("psnr_outside", pa.float64()),
+        ("ssim_outside", pa.float64()),
+        ("mse_outside", pa.float64()),
+        ("psnr_outside_raw", pa.float64()),
+        ("ssim_outside_raw", pa.float64()),
+        ("mse_outside_raw", pa.float64()),
+        ("seam", pa.float64()),
+        ("clip_score", pa.float64()),
+        ("ocr_read", pa.string()),
+        ("ocr_expected", pa.string()),
+        ("ocr_sentence_accuracy", pa.float64()),
+        ("ocr_edit_distance", pa.float64()),
+        ("removal_success", pa.float64()),
+        ("oracle", pa.string()),
+    ]
+)
+# evaluation/judgements.parquet: one row per (item, model other than the base, judge, dimension).
+JUDGEMENTS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("group", pa.string()),
+        ("model", pa.string()),
+        ("judge", pa.string()),
+        ("dimension", pa.string()),
+        ("verdict", pa.string()),
+        ("p_model_first", pa.float64()),
+        ("p_base_first", pa.float64()),
+        ("score", pa.float64()),
+        ("base_score", pa.float64()),
+        ("normalised", pa.float64()),
+        ("base_normalised", pa.float64()),
+        ("support", pa.float64()),
+    ]
+)
+
 
 def write_table(
     path: str | os.PathLike[str], rows: list[dict[str, Any]], schema: pa.Schema | None = None

@@ -207,15 +207,22 @@ def place_on_server(
     drafts: list[TaskDraft],
     configs: dict[str, LabelingConfig],
     cfg: ExportConfig,
+    *,
+    describe: Callable[[str, Any], str] | None = None,
 ) -> Placement:
     """Publish the images, then per dimension set ensure the project and its storage and import
-    the tasks it does not hold yet."""
+    the tasks it does not hold yet. ``describe(set name, config)`` gives a project's description
+    (default: the best/worst protocol's; the blind A/B projects of evaluate pass their own)."""
     hosting = host_images(art, drafts, cfg)
     placement = Placement()
     for name, config in configs.items():
         description = (
-            f"onereward annotation ({name}: {', '.join(config.dimensions)}). For each dimension pick the best "
-            "and the worst candidate, or 'No clear difference'."
+            describe(name, config)
+            if describe is not None
+            else (
+                f"onereward annotation ({name}: {', '.join(config.dimensions)}). For each dimension pick the "
+                "best and the worst candidate, or 'No clear difference'."
+            )
         )
         title = project_title(cfg.project_title, cfg.project_version, name)
         pid = ensure_project(client, title, config, description, overlap=cfg.overlap)
