@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -28,29 +29,92 @@ def _rgb(h: int = 48, w: int = 40, seed: int = 0) -> np.ndarray:
 
 
 def test_decode_image_accepts_rgb_and_grey():
-    assert decode_image(_png(_rgb()), "image", 32).size == (40, 48)
-    grey = decode_image(_png(_rgb()[..., 0]), "image", 32)
-    assert grey.mode == "RGB"
+    image, rule = decode_image(_png(_rgb()), "image", 32)
+    assert image.size == (40, 48) and image.mode == "RGB" and rule == ""
+    grey, rule = decode_image(_png(_rgb()[..., 0]), "image", 32)
+    assert grey.mode == "RGB" and rule == "L grey -> RGB (replicated)"
+    assert np.array_equal(np.asarray(grey), np.repeat(_rgb()[..., :1], 3, axis=2))
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A small PNG that declares ``width`` x ``height`` RGB pixels (a decompression bomb: its one
+    IDAT chunk holds the first rows only)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
     "make,reason",
     [
         (lambda: b"this is not an image", "corrupt or not an image"),
+        (lambda: b"", "empty file (0 bytes)"),
         (lambda: _png(_rgb(64, 64))[:300], "truncated"),
         (
-            lambda: _png(np.dstack([_rgb(), np.full((48, 40), 200, np.uint8)])),
-            "mode RGBA has an alpha channel",
+            lambda: _bomb_png(20000, 20000),
+            "too large to decode safely (Image size (400000000 pixels) exceeds limit",
         ),
-        (lambda: _png(np.full((40, 40), 1000, np.uint16)), "mode I;16 is 16-bit or float"),
-        (lambda: _save(Image.fromarray(_rgb()).convert("P")), "mode P is palette-based"),
-        (lambda: _save(Image.fromarray(_rgb()).convert("CMYK"), "JPEG"), "mode CMYK is CMYK"),
+        (
+            lambda: _bomb_png(12000, 12000),
+            "too large to decode safely (declares 12000x12000 = 144000000 pixels",
+        ),
         (lambda: _png(_rgb(20, 64)), "64x20 is smaller than the minimum side 32px"),
+        (
+            lambda: _save(Image.new("F", (40, 40), 0.5), "TIFF"),
+            "mode F (32-bit float) has no defined 8-bit scale",
+        ),
     ],
 )
 def test_decode_image_rejects_bad_files_with_a_reason(make, reason):
-    with pytest.raises(ItemProblem, match=reason.replace("(", r"\(")):
+    with pytest.raises(ItemProblem, match=re.escape(reason)):
         decode_image(make(), "image", 32)
+
+
+def test_other_modes_are_converted_to_rgb_by_the_recorded_rule():
+    rgb = _rgb()
+    alpha = np.random.default_rng(1).integers(0, 256, (48, 40), dtype=np.uint8)
+    bg = (10, 20, 30)
+    a = alpha[..., None] / 255.0
+    # alpha: composited over the background colour, round(c * a + bg * (1 - a))
+    image, rule = decode_image(_png(np.dstack([rgb, alpha])), "image", 32, bg)
+    assert rule == "RGBA with alpha -> RGB over 10,20,30"
+    assert np.array_equal(np.asarray(image), np.rint(rgb * a + np.array(bg) * (1 - a)).astype(np.uint8))
+    image, rule = decode_image(_save(Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA")), "image", 32, bg)
+    grey = np.repeat(rgb[..., :1], 3, axis=2)
+    assert rule.startswith("LA with alpha") and np.array_equal(
+        np.asarray(image), np.rint(grey * a + np.array(bg) * (1 - a)).astype(np.uint8)
+    )
+    # palette: the palette's colours; a transparent palette entry is alpha 0 (the background)
+    pal = Image.fromarray(rgb).convert("P")
+    image, rule = decode_image(_save(pal), "image", 32, bg)
+    assert rule == "P palette -> RGB (palette colours)"
+    assert np.array_equal(np.asarray(image), np.asarray(pal.convert("RGB")))
+    index = np.asarray(pal)[0, 0]
+    pal.info["transparency"] = int(index)
+    image, rule = decode_image(_save(pal), "image", 32, bg)
+    transparent = np.asarray(pal) == index
+    assert rule == "P with alpha -> RGB over 10,20,30" and (np.asarray(image)[transparent] == bg).all()
+    # CMYK: (255 - C) * (255 - K) / 255
+    cmyk = np.random.default_rng(2).integers(0, 256, (48, 40, 4), dtype=np.uint8)
+    image, rule = decode_image(_save(Image.fromarray(cmyk, "CMYK"), "TIFF"), "image", 32)
+    want = np.rint((255.0 - cmyk[..., :3]) * (255.0 - cmyk[..., 3:]) / 255.0).astype(np.uint8)
+    assert rule.startswith("CMYK -> RGB") and np.array_equal(np.asarray(image), want)
+    # 16-bit grey: round(v / 257) (Pillow's own conversion would clip everything above 255)
+    deep = np.random.default_rng(3).integers(0, 65536, (48, 40), dtype=np.uint16)
+    image, rule = decode_image(_png(deep), "image", 32)
+    assert rule == "I;16 16-bit grey -> 8-bit as round(v / 257), replicated"
+    assert np.array_equal(
+        np.asarray(image), np.repeat(np.rint(deep / 257.0).astype(np.uint8)[..., None], 3, 2)
+    )
+    # bilevel
+    image, rule = decode_image(_save(Image.fromarray(rgb[..., 0] > 127)), "image", 32)
+    assert rule == "1 grey -> RGB (replicated)" and set(np.unique(np.asarray(image))) <= {0, 255}
 
 
 def _save(im: Image.Image, fmt: str = "PNG") -> bytes:
@@ -112,6 +176,36 @@ def test_folder_pool_with_sidecar(tmp_path):
     assert any("unknown task 'image_paint'" in r for r in reasons)
     assert any("image_fill needs a non-empty prompt" in r for r in reasons)
     assert any(r.startswith("sidecar: invalid JSON") for r in reasons)
+
+
+def test_sidecar_rows_outside_the_folder_bad_utf8_and_long_prompts_are_bad_items(tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (tmp_path / "outside.png").write_bytes(_png(_rgb()))
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
+        (pool / name).write_bytes(_png(_rgb()))
+    lines = [
+        json.dumps({"file_name": "../outside.png", "task": "image_extend"}).encode(),
+        json.dumps({"file_name": "a.png", "task": "image_extend", "mask": "/etc/passwd"}).encode(),
+        b'{"file_name": "b.png", "task": "image_fill", "prompt": "bad \xff\xfe bytes"}',
+        json.dumps({"file_name": "c.png", "task": "image_fill", "prompt": "x" * 100_000}).encode(),
+        json.dumps({"file_name": "d.png", "task": "image_fill", "prompt": "fine"}).encode(),
+        json.dumps({"file_name": "e.png", "task": "image_fill", "prompt": "sub/../e is fine"}).encode(),
+    ]
+    (pool / "items.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    got = read_pool(pool)
+    assert sorted(it.item_id for it in got.items) == ["d", "e"]
+    reasons = {b.origin: b.reason for b in got.bad}
+    assert reasons["items.jsonl line 1"] == (
+        "file_name: '../outside.png' points outside the pool folder (no '..' or absolute paths)"
+    )
+    assert reasons["items.jsonl line 2"].startswith("mask: '/etc/passwd' points outside the pool folder")
+    assert reasons["items.jsonl line 3"] == "prompt: not valid UTF-8 (byte 0xff at character 4)"
+    assert reasons["items.jsonl line 4"] == "prompt: 100000 characters, longer than max_prompt_chars 2000"
+    (pool / "items.jsonl").unlink()
+    (pool / "items.csv").write_bytes(b"file_name,task,prompt\nd.png,image_fill,caf\xe9\n")
+    got = read_pool(pool)
+    assert [b.reason for b in got.bad] == ["prompt: not valid UTF-8 (byte 0xe9 at character 3)"]
 
 
 def test_folder_pool_assigns_tasks_by_seeded_hash(tmp_path):

@@ -155,7 +155,8 @@ def test_global_clustering_and_faiss_backend(synth_pool, zoo, tmp_path):
 
 
 def _folder_with_bad_files(root: Path) -> dict[str, str]:
-    """Six good images plus one file per kind of problem; returns item id -> expected reason."""
+    """Six good images, four valid images in other modes (converted, not bad) and one file per
+    kind of problem; returns item id -> expected reason."""
     root.mkdir(parents=True)
     for i in range(6):
         (root / f"good{i}.png").write_bytes(_png(_texture(i)))
@@ -187,10 +188,6 @@ def _folder_with_bad_files(root: Path) -> dict[str, str]:
     return {
         "corrupt": "image: corrupt or not an image",
         "truncated": "image: truncated",
-        "cmyk": "image: mode CMYK is CMYK",
-        "deep": "image: mode I;16 is 16-bit or float",
-        "palette": "image: mode P is palette-based",
-        "alpha": "image: mode RGBA has an alpha channel",
         "small": "image: 16x16 is smaller than the minimum side 32px",
         "mismatch": "mask: size 32x32 differs from the image's 64x64",
         "weird": "task: unknown task 'colorize'",
@@ -201,22 +198,30 @@ def _folder_with_bad_files(root: Path) -> dict[str, str]:
 def test_bad_files_are_skipped_and_reported(zoo, tmp_path):
     expected = _folder_with_bad_files(tmp_path / "pool")
     out = tmp_path / "subset"
-    with pytest.raises(InputError, match=r"10 of 16 items are bad \(62.5% > max_bad_fraction 20.0%\)"):
+    with pytest.raises(InputError, match=r"6 of 16 items are bad \(37.5% > max_bad_fraction 20.0%\)"):
         _run(tmp_path / "pool", out, zoo, tmp_path / "cache", size=4)
     assert not out.exists()  # nothing half-written
     metrics = _run(tmp_path / "pool", out, zoo, tmp_path / "cache", size=4, max_bad_fraction=0.7)
-    assert (metrics["n_pool"], metrics["n_bad"], metrics["n_valid"], metrics["n_selected"]) == (16, 10, 6, 4)
+    assert (metrics["n_pool"], metrics["n_bad"], metrics["n_valid"], metrics["n_selected"]) == (16, 6, 10, 4)
+    # CMYK, 16-bit, palette and alpha images are converted to RGB and counted, not refused
+    assert metrics["n_images_converted"] == 4
+    assert metrics["images_converted_by_mode"] == {"CMYK": 1, "I;16": 1, "P": 1, "RGBA": 1}
     bad = {r["item_id"]: r["reason"] for r in pq.read_table(out / "bad_items.parquet").to_pylist()}
     assert set(bad) == set(expected)
     for item_id, reason in expected.items():
         assert bad[item_id].startswith(reason), (item_id, bad[item_id])
     rows = pq.read_table(out / "items.parquet").to_pylist()
-    assert {r["item_id"] for r in rows} <= {f"good{i}" for i in range(6)}
+    assert {r["item_id"] for r in rows} <= {f"good{i}" for i in range(6)} | {
+        "cmyk",
+        "deep",
+        "palette",
+        "alpha",
+    }
     report = (out / "report.html").read_text()
-    assert "Skipped items (10)" in report and "palette-based" in report
+    assert "Skipped items (6)" in report and "differs from the image" in report
     # The grey mask was thresholded with the recorded rule (>= 128) when good0 is selected.
     all_rows = _run(
-        tmp_path / "pool", tmp_path / "all", zoo, tmp_path / "cache", size=6, max_bad_fraction=0.7
+        tmp_path / "pool", tmp_path / "all", zoo, tmp_path / "cache", size=10, max_bad_fraction=0.7
     )
     good0 = next(
         r for r in pq.read_table(tmp_path / "all" / "items.parquet").to_pylist() if r["item_id"] == "good0"
@@ -228,6 +233,65 @@ def test_bad_files_are_skipped_and_reported(zoo, tmp_path):
     }
     assert (np.asarray(Image.open(tmp_path / "all" / good0["mask"])) > 0).sum() == 24 * 24
     assert all_rows["n_masks_thresholded"] == 1
+
+
+def test_valid_images_in_other_modes_are_converted_by_the_recorded_rule(zoo, tmp_path):
+    """Alpha composited over alpha_background, palette, CMYK, 16-bit and grey images: the subset
+    holds RGB pixels equal to the rule's, the rule is in each item's meta and the metrics count them."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    bg = np.array([0, 128, 255], np.float64)
+    alpha = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    a = alpha[..., None] / 255.0
+    want: dict[str, np.ndarray] = {}
+    rgba = np.dstack([_texture(1), alpha])
+    (pool / "alpha.png").write_bytes(_png(rgba))
+    want["alpha"] = np.rint(_texture(1) * a + bg * (1 - a)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(_texture(2)).convert("P").save(buf, format="PNG")
+    (pool / "palette.png").write_bytes(buf.getvalue())
+    want["palette"] = np.asarray(Image.open(pool / "palette.png").convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(_texture(3)).convert("CMYK").save(buf, format="JPEG", quality=95)
+    (pool / "cmyk.jpg").write_bytes(buf.getvalue())
+    cmyk = np.asarray(Image.open(pool / "cmyk.jpg"), dtype=np.float64)
+    want["cmyk"] = np.rint((255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) / 255).astype(np.uint8)
+    deep = (_texture(4)[..., 0].astype(np.uint16) * 251) + 7
+    (pool / "deep.png").write_bytes(_png(deep))
+    want["deep"] = np.repeat(np.rint(deep / 257.0).astype(np.uint8)[..., None], 3, axis=2)
+    (pool / "grey.png").write_bytes(_png(_texture(5)[..., 1]))
+    want["grey"] = np.repeat(_texture(5)[..., 1:2], 3, axis=2)
+    (pool / "plain.png").write_bytes(_png(_texture(6)))
+    want["plain"] = _texture(6)
+    sidecar = [
+        {"file_name": f.name, "task": "image_fill", "prompt": "a red circle"} for f in sorted(pool.iterdir())
+    ]
+    (pool / "items.jsonl").write_text("\n".join(json.dumps(r) for r in sidecar) + "\n")
+    metrics = _run(pool, tmp_path / "subset", zoo, tmp_path / "cache", size=6, alpha_background="0,128,255")
+    assert metrics["n_bad"] == 0 and metrics["n_selected"] == 6
+    assert metrics["n_images_converted"] == metrics["n_selected_converted"] == 5
+    assert metrics["images_converted_by_mode"] == {"CMYK": 1, "I;16": 1, "L": 1, "P": 1, "RGBA": 1}
+    rows = {r["item_id"]: r for r in pq.read_table(tmp_path / "subset" / "items.parquet").to_pylist()}
+    for item_id, pixels in want.items():
+        with Image.open(tmp_path / "subset" / rows[item_id]["image"]) as im:
+            assert im.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(im), pixels, err_msg=item_id)
+    rules = {i: json.loads(r["meta"])["select"].get("image_conversion") for i, r in rows.items()}
+    assert rules == {
+        "alpha": "RGBA with alpha -> RGB over 0,128,255",
+        "palette": "P palette -> RGB (palette colours)",
+        "cmyk": "CMYK -> RGB as (255 - C) * (255 - K) / 255, no colour profile",
+        "deep": "I;16 16-bit grey -> 8-bit as round(v / 257), replicated",
+        "grey": "L grey -> RGB (replicated)",
+        "plain": None,
+    }
+    # another background gives other pixels, so the embedding cache must not hand back the old vector
+    again = _run(pool, tmp_path / "white", zoo, tmp_path / "cache", size=6)
+    assert again["n_cache_hits"] == 5 and again["n_embedded"] == 1
+    with pytest.raises(
+        InputError, match=r"select.alpha_background \(--alpha-background\): expected three integers"
+    ):
+        _run(pool, tmp_path / "x", zoo, tmp_path / "cache", size=6, alpha_background="white")
 
 
 def test_object_removal_without_mask_is_refused(zoo, tmp_path):
@@ -351,7 +415,12 @@ def test_bad_parameters_are_clear_errors(synth_pool, zoo, tmp_path, capsys):
     assert rc == 2 and f"onereward select: error: --pool: {tmp_path / 'nope'} is not a directory" in err
     with pytest.raises(InputError, match=r"select.size \(--size\): expected an integer >= 1, got 0"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=0)
-    with pytest.raises(InputError, match=r"select.backend \(--backend\): expected one of auto, sklearn, faiss"):
+    with pytest.raises(
+        InputError, match=r"select.backend \(--backend\): expected one of auto, sklearn, faiss"
+    ):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, backend="kmeans")
-    with pytest.raises(InputError, match=r"select.extend_ratios \(--extend-ratios\): expected a comma-separated list of float"):
+    with pytest.raises(
+        InputError,
+        match=r"select.extend_ratios \(--extend-ratios\): expected a comma-separated list of float",
+    ):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, extend_ratios="half")

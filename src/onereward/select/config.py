@@ -33,6 +33,10 @@ class SelectConfig(Config):
     )
     min_image_size: int = setting(32, "Images with a side shorter than this many pixels are bad.")
     mask_threshold: int = setting(128, "Grey level >= this marks the edit region of a non-binary mask.")
+    alpha_background: str = setting(
+        "255,255,255", "R,G,B colour (0-255 each) that images with transparency are composited over."
+    )
+    max_prompt_chars: int = setting(2000, "Items whose prompt is longer than this many characters are bad.")
     assign_tasks: str = setting(
         tasks.IMAGE_EXTEND,
         "Comma-separated tasks given (seeded by item id) to items whose source names none.",
@@ -73,6 +77,8 @@ class SelectConfig(Config):
         self.require(self.num_workers >= 0, "num_workers", "expected an integer >= 0")
         self.require(self.min_image_size >= 1, "min_image_size", "expected an integer >= 1")
         self.require(0 <= self.mask_threshold <= 255, "mask_threshold", "expected a grey level in [0, 255]")
+        self.background()
+        self.require(self.max_prompt_chars >= 1, "max_prompt_chars", "expected an integer >= 1")
         self.require(self.faiss_min_items >= 1, "faiss_min_items", "expected an integer >= 1")
         self.require(self.threads >= 0, "threads", "expected an integer >= 0")
         for name in ("assign_tasks", "extend_sides", "fill_kinds"):
@@ -80,6 +86,20 @@ class SelectConfig(Config):
         self.csv("extend_ratios", float)
         for t in self.csv("assign_tasks"):
             self.require(t in tasks.TASKS, "assign_tasks", f"expected tasks among {', '.join(tasks.TASKS)}")
+
+    def background(self) -> tuple[int, int, int]:
+        """``alpha_background`` as an (r, g, b) tuple."""
+        parts = [p.strip() for p in self.alpha_background.split(",")]
+        try:
+            rgb = tuple(int(p) for p in parts)
+        except ValueError:
+            rgb = ()
+        self.require(
+            len(rgb) == 3 and all(0 <= c <= 255 for c in rgb),
+            "alpha_background",
+            "expected three integers 0-255 as R,G,B, e.g. 255,255,255",
+        )
+        return rgb  # type: ignore[return-value]
 
     def csv(self, name: str, cast: type = str) -> tuple[Any, ...]:
         """A comma-separated field as a tuple (``cast`` per entry)."""

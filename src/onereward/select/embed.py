@@ -25,7 +25,15 @@ from tqdm.auto import tqdm
 
 from onereward.log import Throughput, get_logger
 from onereward.models import clip
-from onereward.select.pool import BadItem, ItemProblem, Pool, PoolItem, decode_image, decode_mask
+from onereward.select.pool import (
+    DEFAULT_BACKGROUND,
+    BadItem,
+    ItemProblem,
+    Pool,
+    PoolItem,
+    decode_image,
+    decode_mask,
+)
 
 log = get_logger("select.embed")
 
@@ -120,6 +128,7 @@ class Checked:
     sha: str = ""
     size: tuple[int, int] = (0, 0)
     mask_thresholded: bool = False
+    conversion: str = ""  # the rule that made the image RGB ("" = it was RGB)
     pixels: torch.Tensor | None = None  # None when the item is bad or already cached
 
 
@@ -134,12 +143,14 @@ class PoolImages(Dataset):
         *,
         min_size: int,
         mask_threshold: int,
+        background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     ) -> None:
         self.pool = pool
         self.preprocess = preprocess
         self.cached = cached
         self.min_size = min_size
         self.mask_threshold = mask_threshold
+        self.background = background
 
     def __len__(self) -> int:
         return len(self.pool.items)
@@ -151,8 +162,8 @@ class PoolImages(Dataset):
                 data = self.pool.read_bytes(item.image)
             except OSError as e:
                 raise ItemProblem(f"image: cannot read {item.image.describe()} ({type(e).__name__})") from e
-            sha = hashlib.sha256(data).hexdigest()
-            image = decode_image(data, "image", self.min_size)
+            image, conversion = decode_image(data, "image", self.min_size, self.background)
+            sha = image_key(data, conversion, self.background)
             thresholded = False
             if item.mask is not None:
                 try:
@@ -163,7 +174,24 @@ class PoolImages(Dataset):
         except ItemProblem as e:
             return Checked(index, False, reason=str(e))
         pixels = None if sha in self.cached else self.preprocess(image)
-        return Checked(index, True, sha=sha, size=image.size, mask_thresholded=thresholded, pixels=pixels)
+        return Checked(
+            index,
+            True,
+            sha=sha,
+            size=image.size,
+            mask_thresholded=thresholded,
+            conversion=conversion,
+            pixels=pixels,
+        )
+
+
+def image_key(data: bytes, conversion: str, background: tuple[int, int, int]) -> str:
+    """Cache key of an image: sha256 of its file bytes; an image composited over a background also
+    hashes the background (another colour gives other pixels, hence another embedding)."""
+    h = hashlib.sha256(data)
+    if "alpha" in conversion:
+        h.update(b"\0alpha-background:" + bytes(background))
+    return h.hexdigest()
 
 
 def _collate(batch: list[Checked]) -> list[Checked]:
@@ -179,6 +207,7 @@ class EmbedResult:
     shas: list[str]
     sizes: list[tuple[int, int]]
     mask_thresholded: list[bool]
+    conversions: list[str] = field(default_factory=list)  # per item: the RGB conversion rule or ""
     bad: list[BadItem] = field(default_factory=list)
     n_cache_hits: int = 0
     n_embedded: int = 0
@@ -197,13 +226,21 @@ def embed_pool(
     min_size: int = 32,
     mask_threshold: int = 128,
     progress: bool = True,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
 ) -> EmbedResult:
     """Check and embed every pool item; cached embeddings are reused, new ones are cached.
 
     ``images_per_second`` counts every item decoded and checked (embedded or found in the cache)
     over the wall time of this pass, decoding included.
     """
-    dataset = PoolImages(pool, preprocess, cache.keys(), min_size=min_size, mask_threshold=mask_threshold)
+    dataset = PoolImages(
+        pool,
+        preprocess,
+        cache.keys(),
+        min_size=min_size,
+        mask_threshold=mask_threshold,
+        background=background,
+    )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -223,6 +260,7 @@ def embed_pool(
     shas: list[str] = []
     sizes: list[tuple[int, int]] = []
     flags: list[bool] = []
+    conversions: list[str] = []
     # Filled in pool order; rows past the last good item stay unused (bad items take no row).
     emb = np.empty((len(dataset), dim), dtype=np.float32)
     bad: list[BadItem] = []
@@ -260,6 +298,7 @@ def embed_pool(
                 shas.append(c.sha)
                 sizes.append(c.size)
                 flags.append(c.mask_thresholded)
+                conversions.append(c.conversion)
             tp.add(len(batch))
             bar.update(len(batch))
             bar.set_postfix(img_s=f"{tp.rate:.1f}", cached=hits)
@@ -272,6 +311,7 @@ def embed_pool(
         shas=shas,
         sizes=sizes,
         mask_thresholded=flags,
+        conversions=conversions,
         bad=bad,
         n_cache_hits=hits,
         n_embedded=embedded,

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -41,10 +42,10 @@ log = get_logger("select.pool")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_NAMES = ("items.jsonl", "metadata.jsonl", "items.csv", "metadata.csv")
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-# Modes an image may have. CMYK, 16-bit/float (I;16, I, F), palette (P) and any alpha mode are
-# refused rather than converted: each conversion guesses (colour profile, bit depth, what
-# transparency means) and would silently change what the annotators and the generator see.
-SUPPORTED_MODES = ("RGB", "L")
+# Colour that transparent pixels are composited over (SelectConfig.alpha_background).
+DEFAULT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+# Longest prompt accepted (SelectConfig.max_prompt_chars): far beyond any text encoder's window.
+MAX_PROMPT_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,17 @@ def _open_hf_dataset(root: Path) -> Any:
 
 
 def read_pool(
-    path: str | Path, *, assign_tasks: tuple[str, ...] = (tasks.IMAGE_EXTEND,), seed: int = 0
+    path: str | Path,
+    *,
+    assign_tasks: tuple[str, ...] = (tasks.IMAGE_EXTEND,),
+    seed: int = 0,
+    max_prompt_chars: int = MAX_PROMPT_CHARS,
 ) -> Pool:
     """Read the pool at ``path`` (pool artifact, HF datasets folder or image folder).
 
     ``assign_tasks``: tasks given (by a seeded hash of the item id) to items whose source names
-    none (plain folders and datasets without a ``task`` column).
+    none (plain folders and datasets without a ``task`` column). Items whose prompt is longer than
+    ``max_prompt_chars`` characters are bad.
     """
     root = Path(path)
     if not root.is_dir():
@@ -158,11 +164,12 @@ def read_pool(
         )
     for t in assign_tasks:
         tasks.check_task(t, where="assign_tasks")
+    checker = _ItemChecker(max_prompt_chars)
     if (root / "manifest.json").is_file():
-        return _read_artifact_pool(root)
+        return _read_artifact_pool(root, checker)
     if _is_hf_dataset_dir(root):
-        return _read_hf_pool(root, assign_tasks, seed)
-    return _read_folder_pool(root, assign_tasks, seed)
+        return _read_hf_pool(root, assign_tasks, seed, checker)
+    return _read_folder_pool(root, assign_tasks, seed, checker)
 
 
 def _assign(item_id: str, assign_tasks: tuple[str, ...], seed: int) -> str:
@@ -173,18 +180,54 @@ def _assign(item_id: str, assign_tasks: tuple[str, ...], seed: int) -> str:
 
 
 def _clean_text(value: Any) -> str | None:
+    """Text of a cell, stripped (None when empty). Bytes are decoded as UTF-8; undecodable bytes are
+    kept as surrogates, which :func:`invalid_utf8` finds and the checks report."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="surrogateescape")
     text = str(value).strip()
     return text or None
+
+
+def invalid_utf8(text: Any) -> str:
+    """``""`` for valid text; else what is wrong (text decoded with ``surrogateescape``)."""
+    if not isinstance(text, str):
+        return ""
+    for i, ch in enumerate(text):
+        if "\udc80" <= ch <= "\udcff":
+            return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i})"
+    return ""
+
+
+def outside_folder(rel: str) -> bool:
+    """Does the relative path ``rel`` leave the folder it is relative to (absolute, or ``..``)?"""
+    norm = os.path.normpath(rel)
+    return os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep)
 
 
 class _ItemChecker:
     """Cheap per-row checks shared by the three readers: id, task, prompt."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_prompt_chars: int = MAX_PROMPT_CHARS) -> None:
         self.seen: set[str] = set()
         self.bad: list[BadItem] = []
+        self.max_prompt_chars = max_prompt_chars
+
+    def reject(self, item_id: str, origin: str, reason: str) -> None:
+        self.bad.append(BadItem(item_id, origin, reason))
+
+    def paths_inside(self, item_id: str, origin: str, paths: dict[str, str | None]) -> bool:
+        """Every file a row names stays inside the pool folder (no absolute path, no ``..``)."""
+        for field_name, rel in paths.items():
+            if rel and outside_folder(rel):
+                self.reject(
+                    item_id,
+                    origin,
+                    f"{field_name}: {rel!r} points outside the pool folder (no '..' or absolute paths)",
+                )
+                return False
+        return True
 
     def accept(self, item: PoolItem, origin: str) -> bool:
         if not ITEM_ID_RE.match(item.item_id):
@@ -194,6 +237,15 @@ class _ItemChecker:
             self.bad.append(BadItem(item.item_id, origin, "item_id: duplicate of an earlier item"))
             return False
         self.seen.add(item.item_id)
+        if bad := invalid_utf8(item.prompt):
+            self.bad.append(BadItem(item.item_id, origin, f"prompt: {bad}"))
+            return False
+        if item.prompt and len(item.prompt) > self.max_prompt_chars:
+            reason = (
+                f"prompt: {len(item.prompt)} characters, longer than max_prompt_chars {self.max_prompt_chars}"
+            )
+            self.bad.append(BadItem(item.item_id, origin, reason))
+            return False
         if item.task not in tasks.TASKS:
             reason = f"task: unknown task {item.task!r} (expected one of {', '.join(tasks.TASKS)})"
             self.bad.append(BadItem(item.item_id, origin, reason))
@@ -206,16 +258,18 @@ class _ItemChecker:
         return True
 
 
-def _read_artifact_pool(root: Path) -> Pool:
+def _read_artifact_pool(root: Path, checker: _ItemChecker) -> Pool:
     manifest = read_artifact(root, kind="pool", what="--pool")  # an artifact must be intact
     try:
         rows = read_table(root / "items.parquet", required=("item_id", "task", "image"), what="--pool items")
     except (FileNotFoundError, ValueError) as e:
         raise ArtifactError(str(e)) from e
-    checker = _ItemChecker()
     items = []
     for i, row in enumerate(rows):
         origin = f"items.parquet row {i}"
+        files = {k: _clean_text(row.get(k)) for k in ("image", "mask", "target")}
+        if not checker.paths_inside(str(row["item_id"]), origin, files):
+            continue
 
         def src(rel: Any) -> Source | None:
             return Source(path=str(root / rel)) if rel else None
@@ -234,7 +288,7 @@ def _read_artifact_pool(root: Path) -> Pool:
     return Pool("artifact", root, items, checker.bad, manifest)
 
 
-def _read_hf_pool(root: Path, assign_tasks: tuple[str, ...], seed: int) -> Pool:
+def _read_hf_pool(root: Path, assign_tasks: tuple[str, ...], seed: int, checker: _ItemChecker) -> Pool:
     ds = _open_hf_dataset(root)
     if "image" not in ds.column_names:
         raise InputError(f"--pool: datasets folder {root} has no 'image' column (columns: {ds.column_names})")
@@ -246,7 +300,6 @@ def _read_hf_pool(root: Path, assign_tasks: tuple[str, ...], seed: int) -> Pool:
     text = ds.select_columns([c for c in ("prompt", "task", "item_id") if c in columns] + meta_columns)
     has_mask = _present(ds, "mask")
     has_target = _present(ds, "target")
-    checker = _ItemChecker()
     items = []
     for i, row in enumerate(text):
         item_id = str(row.get("item_id") or f"row{i:07d}")
@@ -309,10 +362,12 @@ def _find_sidecar(root: Path) -> Path | None:
 
 
 def _sidecar_rows(path: Path) -> list[tuple[str, dict[str, Any] | None, str]]:
-    """(origin, row or None, error) per sidecar line/row."""
+    """(origin, row or None, error) per sidecar line/row. The file is decoded as UTF-8 with
+    undecodable bytes kept as surrogates, so one bad line is one bad row, not a failed read."""
     out: list[tuple[str, dict[str, Any] | None, str]] = []
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             origin = f"{path.name} line {n}"
@@ -326,10 +381,20 @@ def _sidecar_rows(path: Path) -> list[tuple[str, dict[str, Any] | None, str]]:
                 continue
             out.append((origin, row, ""))
     else:
-        with open(path, newline="") as f:
-            for n, row in enumerate(csv.DictReader(f), start=2):
-                out.append((f"{path.name} line {n}", {k: v for k, v in row.items() if k is not None}, ""))
+        for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            out.append((f"{path.name} line {n}", {k: v for k, v in row.items() if k is not None}, ""))
     return out
+
+
+def _row_invalid_utf8(row: dict[str, Any]) -> str:
+    """``"<field>: not valid UTF-8 ..."`` for the first field of a sidecar row holding undecodable
+    bytes (in its name or value), else ``""``."""
+    for key, value in row.items():
+        bad = invalid_utf8(key) or invalid_utf8(value)
+        if bad:
+            name = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return f"{name}: {bad}"
+    return ""
 
 
 def _id_from_path(rel: str) -> str:
@@ -337,9 +402,8 @@ def _id_from_path(rel: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", stem)
 
 
-def _read_folder_pool(root: Path, assign_tasks: tuple[str, ...], seed: int) -> Pool:
+def _read_folder_pool(root: Path, assign_tasks: tuple[str, ...], seed: int, checker: _ItemChecker) -> Pool:
     sidecar = _find_sidecar(root)
-    checker = _ItemChecker()
     items: list[PoolItem] = []
     listed: set[str] = set()
     used_as_aux: set[str] = set()
@@ -360,7 +424,7 @@ def _read_folder_pool(root: Path, assign_tasks: tuple[str, ...], seed: int) -> P
                 checker.bad.append(BadItem("", origin, error))
                 continue
             for key in ("mask", "target"):
-                if row.get(key):
+                if row.get(key) and isinstance(row[key], str):
                     used_as_aux.add(str(Path(str(row[key]))))
         for origin, row, _ in rows:
             if row is None:
@@ -373,6 +437,13 @@ def _read_folder_pool(root: Path, assign_tasks: tuple[str, ...], seed: int) -> P
                 continue
             listed.add(str(Path(rel)))
             item_id = _clean_text(row.get("item_id")) or derive_id(rel)
+            if bad := _row_invalid_utf8(row):
+                checker.reject(item_id if ITEM_ID_RE.match(item_id) else "", origin, bad)
+                continue
+            files = {"file_name" if row.get("file_name") else "image": rel}
+            files.update(mask=_clean_text(row.get("mask")), target=_clean_text(row.get("target")))
+            if not checker.paths_inside(item_id, origin, files):
+                continue
             known = {"file_name", "image", "mask", "prompt", "task", "item_id", "target", "meta"}
             meta = {k: v for k, v in row.items() if k not in known and v not in (None, "")}
             if isinstance(row.get("meta"), dict):
@@ -429,36 +500,95 @@ class ItemProblem(Exception):
     """A pixel-level problem with an item; the message is the report's reason."""
 
 
-def decode_image(data: bytes, what: str, min_size: int) -> Image.Image:
-    """Decode and fully load an image, enforcing mode and minimum size; returns it as RGB."""
+def _alpha_over(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """``rgb * a + background * (1 - a)`` per pixel (a = alpha / 255), rounded to uint8."""
+    rgb = rgba[..., :3].astype(np.float64)
+    a = rgba[..., 3:4].astype(np.float64) / 255.0
+    bg = np.asarray(background, dtype=np.float64)
+    return np.rint(rgb * a + bg * (1.0 - a)).astype(np.uint8)
+
+
+def to_rgb(
+    im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND, *, what: str = "image"
+) -> tuple[Image.Image, str]:
+    """``im`` as 8-bit RGB and the rule that converted it (``""`` when it was RGB already).
+
+    The rules (recorded per item, so a reader knows what the annotators and the generator saw):
+
+    - grey (``L``, ``1``): replicated into R, G and B;
+    - palette (``P``): the palette's colours (transparent entries as alpha, below);
+    - alpha (``RGBA``, ``LA``, ``PA``, premultiplied modes, or a ``transparency`` key): composited
+      over ``background``: ``round(c * a + bg * (1 - a))`` with ``a = alpha / 255``;
+    - ``CMYK``: ``round((255 - C) * (255 - K) / 255)`` per channel (no colour profile applied);
+    - 16-bit grey (``I;16*``, or ``I`` with values in 0..65535): ``round(v / 257)``, then as grey;
+    - other 8-bit modes (``YCbCr``, ``LAB``, ``HSV``): Pillow's conversion.
+
+    32-bit float (``F``) and ``I`` images with values outside 0..65535 have no defined 8-bit
+    scale: :class:`ItemProblem`.
+    """
+    mode = im.mode
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if mode == "RGB" and not has_alpha:
+        return im, ""
+    bg = ",".join(str(c) for c in background)
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        return Image.fromarray(_alpha_over(rgba, background), "RGB"), f"{mode} with alpha -> RGB over {bg}"
+    if mode in ("L", "1"):
+        return im.convert("RGB"), f"{mode} grey -> RGB (replicated)"
+    if mode == "P":
+        return im.convert("RGB"), "P palette -> RGB (palette colours)"
+    if mode == "CMYK":
+        cmyk = np.asarray(im, dtype=np.float64)
+        rgb = np.rint((255.0 - cmyk[..., :3]) * (255.0 - cmyk[..., 3:4]) / 255.0).astype(np.uint8)
+        return Image.fromarray(rgb, "RGB"), "CMYK -> RGB as (255 - C) * (255 - K) / 255, no colour profile"
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(im).astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ItemProblem(
+                f"{what}: mode {mode} holds values {arr.min()}..{arr.max()} outside 0..65535; expected "
+                "8- or 16-bit samples"
+            )
+        grey = np.rint(arr / 257.0).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB"), (
+            f"{mode} 16-bit grey -> 8-bit as round(v / 257), replicated"
+        )
+    if mode == "F":
+        raise ItemProblem(f"{what}: mode F (32-bit float) has no defined 8-bit scale; expected 8- or 16-bit")
+    return im.convert("RGB"), f"{mode} -> RGB (Pillow)"
+
+
+def decode_image(
+    data: bytes, what: str, min_size: int, background: tuple[int, int, int] = DEFAULT_BACKGROUND
+) -> tuple[Image.Image, str]:
+    """Decode and fully load an image, enforcing the limits; returns it as RGB with the conversion
+    rule (:func:`to_rgb`; ``""`` for an RGB file).
+
+    Bad (:class:`ItemProblem`): bytes that do not decode (corrupt, truncated, empty), images that
+    declare more pixels than Pillow's decompression-bomb limit, images with a side below
+    ``min_size``, and modes without a defined 8-bit scale. Valid images of any other mode are
+    converted, never refused.
+    """
+    if not data:
+        raise ItemProblem(f"{what}: empty file (0 bytes)")
     try:
         im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        # Checked before decoding: a small file may declare a huge canvas (a decompression bomb).
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+            raise ItemProblem(
+                f"{what}: too large to decode safely (declares {w}x{h} = {w * h} pixels, above the "
+                f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels)"
+            )
+        if min(w, h) < min_size:
+            raise ItemProblem(f"{what}: {w}x{h} is smaller than the minimum side {min_size}px")
         im.load()  # forces the full decode, so truncated files fail here and not later
     except Image.DecompressionBombError as e:
         raise ItemProblem(f"{what}: too large to decode safely ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zlib.error) as e:
         reason = "truncated" if "truncated" in str(e).lower() else "corrupt or not an image"
         raise ItemProblem(f"{what}: {reason} ({type(e).__name__}: {e})") from e
-    mode = im.mode
-    if mode not in SUPPORTED_MODES:
-        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-            kind = "has an alpha channel"
-        elif mode == "P":
-            kind = "is palette-based"
-        elif mode == "CMYK":
-            kind = "is CMYK"
-        elif mode.startswith("I") or mode == "F":
-            kind = "is 16-bit or float"
-        else:
-            kind = "has an unsupported mode"
-        raise ItemProblem(f"{what}: mode {mode} {kind}; expected 8-bit {' or '.join(SUPPORTED_MODES)}")
-    if "transparency" in im.info:
-        raise ItemProblem(
-            f"{what}: mode {mode} with a transparency key has an alpha channel; expected opaque"
-        )
-    if min(im.size) < min_size:
-        raise ItemProblem(f"{what}: {im.size[0]}x{im.size[1]} is smaller than the minimum side {min_size}px")
-    return im.convert("RGB")
+    return to_rgb(im, background, what=what)
 
 
 def decode_mask(data: bytes, size: tuple[int, int], threshold: int) -> tuple[np.ndarray, bool]:
@@ -467,15 +597,19 @@ def decode_mask(data: bytes, size: tuple[int, int], threshold: int) -> tuple[np.
     Rule for non-binary masks (anti-aliased edges, JPEG masks): grey level >= ``threshold`` marks
     the region to generate; the item is flagged so the report counts it.
     """
+    if not data:
+        raise ItemProblem("mask: empty file (0 bytes)")
     try:
         im = Image.open(io.BytesIO(data))
+        if im.size != size:  # before decoding: a wrong size is refused without reading the pixels
+            raise ItemProblem(
+                f"mask: size {im.size[0]}x{im.size[1]} differs from the image's {size[0]}x{size[1]}"
+            )
         im.load()
+    except Image.DecompressionBombError as e:
+        raise ItemProblem(f"mask: too large to decode safely ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zlib.error) as e:
         raise ItemProblem(f"mask: corrupt or truncated ({type(e).__name__}: {e})") from e
-    if im.size != size:
-        raise ItemProblem(
-            f"mask: size {im.size[0]}x{im.size[1]} differs from the image's {size[0]}x{size[1]}"
-        )
     if im.mode in ("I;16", "I", "F", "CMYK"):
         raise ItemProblem(f"mask: mode {im.mode}; expected 8-bit L (or 1)")
     arr = np.asarray(im.convert("L"), dtype=np.uint8)

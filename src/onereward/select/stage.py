@@ -31,7 +31,7 @@ from onereward.select import cluster
 from onereward.select.config import SelectConfig
 from onereward.select.embed import EmbeddingCache, EmbedResult, embed_pool
 from onereward.select.masks import MaskSettings, make_mask
-from onereward.select.pool import BadItem, Pool, PoolItem, decode_mask, read_pool
+from onereward.select.pool import BadItem, ItemProblem, Pool, PoolItem, decode_image, decode_mask, read_pool
 from onereward.select.report import overlay, write_report
 from onereward.tables import BAD_ITEMS_SCHEMA, CLUSTERS_SCHEMA, SUBSET_SCHEMA, write_table
 from onereward.zoo import cache_root, zoo_manifest
@@ -52,20 +52,22 @@ def _bad_summary(bad: list[BadItem], n_pool: int, limit: float) -> str:
     )
 
 
-def _decode_rgb(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+def _decode_rgb(data: bytes, background: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """The image as HxWx3 uint8 RGB by the pool's conversion rules, and the rule ("" = it was RGB)."""
+    im, rule = decode_image(data, "image", 1, background)
+    return np.asarray(im, dtype=np.uint8).copy(), rule
 
 
-def _write_png(dest: Path, data: bytes, array: np.ndarray | None = None) -> None:
-    """Write ``data`` unchanged when it is an RGB PNG and ``array`` is None, else encode as RGB PNG."""
-    if array is None and data.startswith(PNG_SIGNATURE):
+def _write_png(dest: Path, data: bytes, array: np.ndarray) -> None:
+    """Write ``data`` unchanged when it is an RGB PNG holding ``array``'s pixels, else encode
+    ``array`` as an RGB PNG."""
+    if data.startswith(PNG_SIGNATURE):
         with Image.open(io.BytesIO(data)) as im:
-            if im.mode == "RGB":
+            if im.mode == "RGB" and "transparency" not in im.info and im.size == array.shape[1::-1]:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
                 return
-    save_png(dest, array if array is not None else _decode_rgb(data))
+    save_png(dest, array)
 
 
 def _merge_meta(meta: str, extra: dict[str, Any]) -> str:
@@ -87,42 +89,47 @@ def _write_item(
     thresholded: bool,
     seed: int,
     masks: MaskSettings,
+    background: tuple[int, int, int],
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, str]:
-    """Copy/convert one selected item's image, mask and target into the artifact.
+    """Copy/convert one selected item's image, mask and target into the artifact. An image that was
+    not RGB is converted (:func:`onereward.select.pool.to_rgb`) and the rule recorded in its meta.
 
     Returns (row without the cluster columns, image, mask, mask source)."""
     data = pool.read_bytes(item.image)
-    image = _decode_rgb(data)
+    image, conversion = _decode_rgb(data, background)
+    source_image = image
     info: dict[str, Any]
     if item.mask is not None:
         mask, _ = decode_mask(pool.read_bytes(item.mask), (image.shape[1], image.shape[0]), masks.threshold)
         info = {"mask_source": "provided"}
         if thresholded:
             info.update(mask_thresholded=True, mask_rule=f"grey >= {masks.threshold}")
-        new_image = None
     else:
-        new, mask, info = make_mask(item.task, image, item.item_id, seed, masks)
-        new_image = new if new is not image else None
-        image = new
+        image, mask, info = make_mask(item.task, image, item.item_id, seed, masks)
+    if conversion:
+        info["image_conversion"] = conversion
     image_rel, mask_rel = f"images/{item.item_id}.png", f"masks/{item.item_id}.png"
-    _write_png(root / image_rel, data, new_image)
+    if image is source_image:
+        _write_png(root / image_rel, data, image)
+    else:
+        save_png(root / image_rel, image)
     save_png(root / mask_rel, mask)
     target_rel = None
     # A target is the ideal result for the pool's own mask; a mask made here invalidates it.
     if item.target is not None and info["mask_source"] in ("provided", "canvas_border"):
         try:
             target_data = pool.read_bytes(item.target)
-            target = _decode_rgb(target_data)
-        except (OSError, ValueError) as e:
+            target, target_conversion = _decode_rgb(target_data, background)
+        except (OSError, ValueError, ItemProblem) as e:
             log.warning(
                 "item %s: target %s unreadable (%s); dropped", item.item_id, item.target.describe(), e
             )
         else:
             if target.shape == image.shape:
                 target_rel = f"targets/{item.item_id}.png"
-                _write_png(
-                    root / target_rel, target_data, None if target_data.startswith(PNG_SIGNATURE) else target
-                )
+                _write_png(root / target_rel, target_data, target)
+                if target_conversion:
+                    info["target_conversion"] = target_conversion
             else:
                 log.warning(
                     "item %s: target size %s differs from the image's; dropped", item.item_id, target.shape
@@ -221,7 +228,9 @@ def _mask_settings(cfg: SelectConfig) -> MaskSettings:
 
 
 def _read_pool(pool: str, cfg: SelectConfig) -> Pool:
-    src = read_pool(pool, assign_tasks=cfg.csv("assign_tasks"), seed=cfg.seed)
+    src = read_pool(
+        pool, assign_tasks=cfg.csv("assign_tasks"), seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars
+    )
     no_mask = [it.item_id for it in src.items if it.task == tasks.OBJECT_REMOVAL and it.mask is None]
     if no_mask:
         raise InputError(
@@ -255,6 +264,7 @@ def _embed(prof: Any, zoo: str | None, src: Pool, cfg: SelectConfig) -> tuple[Em
         min_size=cfg.min_image_size,
         mask_threshold=cfg.mask_threshold,
         progress=cfg.progress,
+        background=cfg.background(),
     )
     return emb, {"ref": model_ref.ref, "fingerprint": model_key}
 
@@ -383,6 +393,8 @@ def _parameters(pool: str, prof: Any, cfg: SelectConfig, clip_info: dict[str, st
         "dedup_threshold": cfg.dedup_threshold,
         "min_image_size": cfg.min_image_size,
         "mask_threshold": cfg.mask_threshold,
+        "alpha_background": cfg.alpha_background,
+        "max_prompt_chars": cfg.max_prompt_chars,
         "assign_tasks": cfg.assign_tasks,
         "extend_ratios": cfg.extend_ratios,
         "extend_sides": cfg.extend_sides,
@@ -415,7 +427,13 @@ def _write_subset(
         for pos, (r, d, c) in enumerate(zip(sel.rows, sel.distances, sel.clusters, strict=True)):
             item = emb.items[r]
             row, image, mask, source = _write_item(
-                art.path, src, item, thresholded=emb.mask_thresholded[r], seed=cfg.seed, masks=masks
+                art.path,
+                src,
+                item,
+                thresholded=emb.mask_thresholded[r],
+                seed=cfg.seed,
+                masks=masks,
+                background=cfg.background(),
             )
             row.update(cluster_id=int(c), distance=round(float(d), 6), embedding_index=pos)
             rows_out.append(row)
@@ -434,6 +452,7 @@ def _write_subset(
         write_table(art.path / "clusters.parquet", sel.cluster_table, schema=CLUSTERS_SCHEMA)
     tiles = [(tile, caption) for _, _, tile, caption in sorted(tile_candidates, key=lambda t: t[:2])[:60]]
     n_thresholded = sum(1 for r in sel.rows if emb.mask_thresholded[r])
+    converted = Counter(rule.split(" ", 1)[0] for rule in emb.conversions if rule)
     metrics: dict[str, Any] = {
         "n_pool": src.n_total,
         "n_bad": len(bad),
@@ -450,6 +469,10 @@ def _write_subset(
         "n_clusters": sel.n_clusters,
         "n_masks_generated": mask_sources.get("generated", 0),
         "n_masks_thresholded": n_thresholded,
+        # valid images that were not 8-bit RGB, converted by the recorded rule (per original mode)
+        "n_images_converted": sum(converted.values()),
+        "images_converted_by_mode": dict(sorted(converted.items())),
+        "n_selected_converted": sum(1 for r in sel.rows if emb.conversions[r]),
         "per_task": {t: int(sum(1 for r in rows_out if r["task"] == t)) for t in tasks.TASKS},
         "groups": sel.groups,
         "embed_seconds": round(emb.seconds, 3),
