@@ -55,7 +55,10 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
         (lambda d: d["models"]["clip"].update(weights="x"), r"models.clip.weights: unknown key"),
         (lambda d: d.update(image_size="64"), r"custom.yaml: image_size: expected an integer, got '64'"),
         (lambda d: d["reward"].update(bf16="yes"), r"reward.bf16: expected true/false"),
-        (lambda d: d["generate"].update(num_candidates=0), r"custom.yaml: generate.num_candidates: expected an integer >= 1, got 0"),
+        (
+            lambda d: d["generate"].update(num_candidates=0),
+            r"custom.yaml: generate.num_candidates: expected an integer >= 1, got 0",
+        ),
         (lambda d: d.pop("models"), r"custom.yaml: models: required key is missing"),
         (lambda d: d["models"].pop("clip"), r"models.clip: required key is missing"),
         (
@@ -63,8 +66,14 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
             r"models.generator.family: expected 'flux_fill'",
         ),
         (lambda d: d.update(image_size=60), r"image_size: must be a multiple of 16"),
-        (lambda d: d["reward"].update(finetune="qlora"), r"reward.finetune: expected one of full, lora, got 'qlora'"),
-        (lambda d: d["select"].update(num_workers=-3), r"select.num_workers: expected an integer >= 0, got -3"),
+        (
+            lambda d: d["reward"].update(finetune="qlora"),
+            r"reward.finetune: expected one of full, lora, got 'qlora'",
+        ),
+        (
+            lambda d: d["select"].update(num_workers=-3),
+            r"select.num_workers: expected an integer >= 0, got -3",
+        ),
         (
             lambda d: d["select"].update(dedup_threshold=7),
             r"select.dedup_threshold: expected a cosine similarity",
@@ -73,7 +82,10 @@ def test_custom_file_and_sha_changes(tmp_path: Path) -> None:
             lambda d: d["reward"].update(min_pixels=10**7),
             r"reward.min_pixels: must not exceed max_pixels",
         ),
-        (lambda d: d["generate"].update(max_sequence_length=0), r"generate.max_sequence_length: expected an integer >= 1, got 0"),
+        (
+            lambda d: d["generate"].update(max_sequence_length=0),
+            r"generate.max_sequence_length: expected an integer >= 1, got 0",
+        ),
         (lambda d: d.update(name="../../evil"), r"custom.yaml: name: expected letters"),
         (
             lambda d: d["models"]["reward_model"].update(family="flux_fill"),
@@ -106,7 +118,11 @@ def test_resolve_zoo_ref_needs_a_zoo(tmp_path: Path) -> None:
     (tmp_path / "clip").mkdir()
     with pytest.raises(ArtifactError, match=r"--zoo: .*manifest.json is missing"):
         prof.resolve_model("clip", tmp_path)
-    assert load_profile("full").resolve_model("reward_model") == "Qwen/Qwen2.5-VL-7B-Instruct"
+    # hub ids resolve through the Hugging Face cache (tests run offline: HF_HUB_OFFLINE, conftest.py)
+    with pytest.raises(
+        ProfileError, match=r"models.reward_model.ref: model 'Qwen/Qwen2.5-VL-7B-Instruct' was not found"
+    ):
+        load_profile("full").resolve_model("reward_model")
 
 
 def test_unknown_profile_name_and_bad_yaml(tmp_path: Path) -> None:
@@ -147,3 +163,42 @@ def test_task_table_matches_the_paper() -> None:
         dimensions_for("inpaint")
     with pytest.raises(UnknownTaskError, match="prompt: task 'image_fill' needs a non-empty prompt"):
         effective_prompt("image_fill", "")
+
+
+def test_a_profile_can_start_from_another(tmp_path: Path) -> None:
+    (tmp_path / "small.yaml").write_text("base: tiny\nname: small\ngenerate:\n  num_candidates: 2\n")
+    small = load_profile(tmp_path / "small.yaml")
+    tiny = load_profile("tiny")
+    assert small.name == "small" and small.generate.num_candidates == 2
+    assert (
+        small.generate.max_steps == tiny.generate.max_steps and small.models == tiny.models
+    )  # merged key by key
+    (tmp_path / "child.yaml").write_text(
+        "base: small.yaml\nreward:\n  max_steps: 7\n"
+    )  # relative to the file
+    child = load_profile(tmp_path / "child.yaml")
+    assert child.reward.max_steps == 7 and child.generate.num_candidates == 2
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
+    with pytest.raises(ProfileError, match="loop.yaml: base: 'loop.yaml' makes a cycle"):
+        load_profile(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("base: tiny\ngenerate:\n  cfg_min: 0.5\n")
+    with pytest.raises(ProfileError, match=r"bad.yaml: generate.cfg_min: need 1 <= cfg_min <= cfg_max"):
+        load_profile(tmp_path / "bad.yaml")
+
+
+def test_full_samples_as_flux_fill_dev_is_published_and_onereward_is_the_named_alternative() -> None:
+    import inspect
+
+    from diffusers import FluxFillPipeline
+
+    published = inspect.signature(FluxFillPipeline.__call__).parameters
+    full = load_profile("full").generate
+    assert full.guidance == published["guidance_scale"].default == 30.0
+    assert full.cfg_min == full.cfg_max == 1.0  # FluxFillPipeline has no true CFG
+    onereward = load_profile("full-onereward")
+    assert (onereward.generate.guidance, onereward.generate.cfg_min, onereward.generate.cfg_max) == (
+        1.0,
+        3.0,
+        5.0,
+    )
+    assert onereward.models == load_profile("full").models and onereward.name == "full-onereward"

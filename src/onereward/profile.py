@@ -41,7 +41,7 @@ from onereward.select.config import SelectConfig
 
 __all__ = ["BUILTIN_PROFILES", "SECTIONS", "ModelRef", "Models", "Profile", "ProfileError", "load_profile"]
 
-BUILTIN_PROFILES = ("tiny", "full")
+BUILTIN_PROFILES = ("tiny", "full", "full-onereward")
 
 
 # Sections of a profile: each is the settings class of the stage of the same name, holding the
@@ -50,8 +50,8 @@ SECTIONS: dict[str, type[Config]] = {
     "select": SelectConfig,
     "generate": GenerateConfig,
     "reward": RewardConfig,
-    "policy": PolicyConfig,
     "evaluate": EvaluateConfig,
+    "policy": PolicyConfig,
 }
 
 
@@ -90,8 +90,8 @@ class Profile:
     select: SelectConfig = field(default_factory=SelectConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: str = ""
 
     @property
@@ -251,22 +251,18 @@ def _validate_values(p: Profile, where: str) -> None:
             raise ProfileError(f"{where}models.{f.name}.ref: model folder {ref} does not exist")
 
 
-def load_profile(name_or_path: str | os.PathLike[str] | Profile) -> Profile:
-    """Load a built-in profile by name (``tiny``, ``full``) or a YAML file by path, and validate it."""
-    if isinstance(name_or_path, Profile):
-        return name_or_path
-    spec = os.fspath(name_or_path)
+def _read_yaml(spec: str) -> tuple[dict[str, Any], str, Path | None]:
+    """(data, source name, folder of the file) of a built-in profile name or a YAML path."""
     if spec in BUILTIN_PROFILES:
         text = resources.files("onereward.profiles").joinpath(f"{spec}.yaml").read_text()
-        source = f"profiles/{spec}.yaml"
+        source, folder = f"profiles/{spec}.yaml", None
     else:
         path = Path(spec)
         if not path.is_file():
             raise ProfileError(
                 f"profile: {spec!r} is neither a built-in profile ({', '.join(BUILTIN_PROFILES)}) nor a file"
             )
-        text = path.read_text()
-        source = str(path)
+        text, source, folder = path.read_text(), str(path), path.parent
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -278,6 +274,50 @@ def load_profile(name_or_path: str | os.PathLike[str] | Profile) -> Profile:
         raise ProfileError(
             f"{source}: expected a mapping of profile keys at the top level, got {type(data).__name__}"
         )
+    return data, source, folder
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, mappings merged key by key (a section overrides single settings)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def _with_base(
+    data: dict[str, Any], source: str, folder: Path | None, seen: tuple[str, ...]
+) -> dict[str, Any]:
+    """Resolve ``base: <profile>``: the base's data (recursively) with this file's keys over it."""
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ProfileError(f"{source}: base: expected a profile name or YAML path, got {base!r}")
+    spec = (
+        base
+        if base in BUILTIN_PROFILES or folder is None
+        else str(folder / base)
+        if not Path(base).is_absolute()
+        else base
+    )
+    if spec in seen:
+        raise ProfileError(f"{source}: base: {base!r} makes a cycle ({' -> '.join((*seen, spec))})")
+    base_data, base_source, base_folder = _read_yaml(spec)
+    return _merged(_with_base(base_data, base_source, base_folder, (*seen, spec)), data)
+
+
+def load_profile(name_or_path: str | os.PathLike[str] | Profile) -> Profile:
+    """Load a built-in profile by name (``tiny``, ``full``, ``full-onereward``) or a YAML file by
+    path, and validate it. A profile may start from another with ``base: <name or path>`` and
+    override single keys (mappings merge key by key)."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    spec = os.fspath(name_or_path)
+    data, source, folder = _read_yaml(spec)
+    data = _with_base(data, source, folder, (spec,))
     where = f"{source}: "
     profile = _build(Profile, data, where)
     _validate_values(profile, where)
