@@ -2,7 +2,7 @@
 # Run the GPU parts of our benchmarks on a bare CUDA machine (one GPU with >= 40 GB; measured on
 # an H100 80GB).
 #
-#   benchmarks/gpu_run.sh [generate] [reward] [embedding]     (default: all three)
+#   benchmarks/gpu_run.sh [generate] [reward] [embedding] [policy]     (default: all four)
 #
 # - generate:  bench_generate.py --gpu-only: full-size FLUX.1-Fill-dev architecture, random bf16
 #              weights, our FluxFillSampler, 28 steps, true CFG; s/candidate and peak GPU memory
@@ -13,6 +13,11 @@
 #              bf16 autocast, gradient checkpointing, lr 1e-6): the loss on a fixed batch falls,
 #              the weights change, s/step and peak memory (needs ~130 GB: an H200, or 2 GPUs).
 # - embedding: bench_select_embedding.py on cuda at ViT-L/14 size (images/s, decode included).
+# - policy:    bench_policy.py --gpu-only: one ReFL iteration at 512 px (28-step reference rollout,
+#              partial policy rollout to t ~ U{14..27}, one grad step, VAE decode and a 7B-shaped
+#              reward model with grad; LoRA rank 64, bf16 autocast, gradient checkpointing) with and
+#              without the reference cache: s/iteration, peak GPU memory, FLOPs (FlopCounterMode,
+#              recomputation included) and utilisation of the 989 TFLOPS bf16 peak (target >= 35%).
 #
 # Needs python3 with torch (CUDA), transformers, diffusers, open_clip_torch, pillow, numpy,
 # pyarrow, tqdm. On a machine without them, put their wheels in .whl/ at the repository root
@@ -21,7 +26,7 @@
 # package itself is used from src/ (no install needed).
 #
 # Results: $OUT (default benchmarks/results/gpu): nvidia-smi.txt, <part>.log and the benchmarks'
-# JSON files (generate_gpu.json, reward_gpu.json, select_embedding_cuda.json). Each part runs in
+# JSON files (generate_gpu.json, reward_gpu.json, select_embedding_cuda.json, policy_gpu.json). Each part runs in
 # its own process under its own time limit; a failing part does not stop the others, and the
 # script exits non-zero if any failed.
 set -uo pipefail
@@ -29,7 +34,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
 mkdir -p "$OUT"
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(generate reward embedding)
+[ ${#parts[@]} -eq 0 ] && parts=(generate reward embedding policy)
 
 site=""
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -74,7 +79,8 @@ for part in "${parts[@]}"; do
             run_part select_embedding_gpu "${EMBEDDING_LIMIT:-120}" python3 benchmarks/bench_select_embedding.py \
                 --device cuda --skip-tiny --vit-arch ViT-L-14 --vit-images "${VIT_IMAGES:-512}" --workers 0,8
             ;;
-        *) echo "unknown part $part (expected generate, reward, embedding)" >&2; failed+=("$part") ;;
+        policy) run_part policy_gpu "${POLICY_LIMIT:-600}" python3 benchmarks/bench_policy.py --gpu-only ;;
+        *) echo "unknown part $part (expected generate, reward, embedding, policy)" >&2; failed+=("$part") ;;
     esac
 done
 if [ ${#failed[@]} -gt 0 ]; then

@@ -405,12 +405,30 @@ def _lora(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "lora" / "pytorch_lora_weights.safetensors"))
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(world, tmp_path) -> None:
-    settings = {**FAST, "max_steps": 4, "checkpoint_every": 2, "eval_every": 4}
-    argv = [sys.executable, "-m", "onereward.cli", "train-policy", "--subset", str(world["pool"]),
-            "--reward-model", str(world["rm"]), "--zoo", str(world["zoo"]), "--out", str(tmp_path / "killed")]  # fmt: skip
-    for k, v in settings.items():
+# Four steps of two samples, a checkpoint after step 2: the runs below are compared with this one.
+LONGER = {**FAST, "max_steps": 4, "checkpoint_every": 2, "eval_every": 4}
+
+
+@pytest.fixture(scope="module")
+def straight(world, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted single-process run of LONGER."""
+    from onereward.policy.stage import run
+
+    out = tmp_path_factory.mktemp("straight") / "policy"
+    run(str(world["pool"]), str(world["rm"]), str(out), zoo=str(world["zoo"]), **LONGER)
+    return out
+
+
+def _cli(world, out: Path, launcher: list[str]) -> list[str]:
+    argv = [*launcher, "train-policy", "--subset", str(world["pool"]), "--reward-model", str(world["rm"]),
+            "--zoo", str(world["zoo"]), "--out", str(out)]  # fmt: skip
+    for k, v in LONGER.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
+    return argv
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(world, straight, tmp_path) -> None:
+    argv = _cli(world, tmp_path / "killed", [sys.executable, "-m", "onereward.cli"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ckpt = tmp_path / ".killed.checkpoints"
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -425,17 +443,35 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(world, tmp_path) 
         if proc.poll() is None:
             proc.kill()
     assert not (tmp_path / "killed").exists()  # killed before writing its artifact
-    resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    import json
-
-    metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 2 and metrics["iterations_run"] == 2
     from onereward.policy.stage import run
 
-    run(str(world["pool"]), str(world["rm"]), str(tmp_path / "straight"), zoo=str(world["zoo"]), **settings)
-    a, b = _lora(tmp_path / "killed"), _lora(tmp_path / "straight")
+    # the same command again (here in-process: the resume is the stage's, not the process's)
+    metrics = run(
+        str(world["pool"]), str(world["rm"]), str(tmp_path / "killed"), zoo=str(world["zoo"]), **LONGER
+    )
+    assert metrics["resumed_from_step"] == 2 and metrics["iterations_run"] == 2
+    a, b = _lora(tmp_path / "killed"), _lora(straight)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert any(v.abs().max() > 0 for k, v in a.items() if "lora_B" in k)  # it did learn something
+
+
+def test_two_processes_match_one_and_only_rank_zero_writes(world, straight, tmp_path) -> None:
+    """torchrun with two CPU processes (gloo): each takes one sample of the global batch of two, DDP
+    averages the gradients; the weights equal the single process's up to float reduction order."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                "-m", "onereward.cli"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        _cli(world, tmp_path / "ddp", launcher), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _lora(tmp_path / "ddp"), _lora(straight)
+    update = sum(float((b[k] ** 2).sum()) for k in b if "lora_B" in k) ** 0.5  # B starts at zero
+    apart = sum(float(((a[k] - b[k]) ** 2).sum()) for k in a) ** 0.5
+    assert update > 0 and apart / update < 0.02, (apart, update)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # one writer, nothing left
+    import json
+
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_processes"] == 2

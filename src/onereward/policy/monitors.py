@@ -7,15 +7,16 @@ rolls the policy out from the same conditions and seeds (paired comparisons) and
 - **P(Yes)** of the policy against the base per task x dimension (the paper's Figure 6 shape);
 - in the synthetic world (items with an ideal target), the **oracle** score of every probe output
   per dimension, normalised per (item, dimension) between noise and the target
-  (:mod:`onereward.synth.baselines`), and the paired difference policy - base with its 95%
-  half-width (1.96 sd / sqrt(n));
+  (:mod:`onereward.synth.baselines`), the paired difference policy - base with its 95%
+  half-width (1.96 sd / sqrt(n)), and the cell's noise: the 95% half-width of the base's mean;
 - the **change outside the mask before paste-back** (mean absolute difference to the source in
   grey levels, policy and base): a policy that learns to repaint the background is caught here
   even though paste-back hides it from the reward;
 - probe images for the report's grid over training.
 
 A cell whose P(Yes) rose since the first evaluation while its oracle difference is below zero
-beyond its noise is a **reward-hacking flag**. At the end, :func:`win_rates` gives the oracle win
+beyond its noise (interval below zero and a drop larger than the noise) is a **reward-hacking
+flag**. At the end, :func:`win_rates` gives the oracle win
 rate of the policy over the base per task x dimension (ties dropped) with Wilson 95% intervals,
 pooled over each task's dimensions and over everything.
 """
@@ -208,11 +209,17 @@ class Monitor:
         def mean(cells: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
             return {t: {d: float(np.mean(v)) for d, v in dims.items()} for t, dims in cells.items()}
 
+        def half_width(v: list[float]) -> float | None:
+            return float(Z95 * np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+
+        # mean: paired difference policy - base; half_width: its 95% interval; noise: the 95%
+        # half-width of the base's own mean of that cell (how much the mean moves with the sample).
         delta = {
             t: {
                 d: {
                     "mean": float(np.mean(v)),
-                    "half_width": float(Z95 * np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None,
+                    "half_width": half_width(v),
+                    "noise": half_width(b_cells[t][d]),
                     "n": len(v),
                 }
                 for d, v in dims.items()
@@ -266,6 +273,14 @@ class Monitor:
         return {"cells": by_cell, "pooled": pooled}
 
 
+def fell(delta: dict[str, Any]) -> bool:
+    """The cell's oracle mean is below the base's beyond noise: the paired difference's 95% interval
+    lies below zero and the drop exceeds the 95% half-width of the base's mean of the cell."""
+    if delta.get("half_width") is None or delta.get("noise") is None:
+        return False
+    return delta["mean"] + delta["half_width"] < 0 and -delta["mean"] > delta["noise"]
+
+
 def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
     """Cells whose P(Yes) rose since ``first`` while the oracle fell below the base beyond its noise."""
     flags = []
@@ -273,9 +288,9 @@ def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[s
         for dim, p in dims.items():
             rise = p - first["p_yes"].get(task, {}).get(dim, p)
             delta = current["oracle_delta"].get(task, {}).get(dim)
-            if delta is None or delta["half_width"] is None:
+            if delta is None:
                 continue
-            if rise > HACK_REWARD_RISE and delta["mean"] + delta["half_width"] < 0:
+            if rise > HACK_REWARD_RISE and fell(delta):
                 flags.append(
                     {"step": current["step"], "task": task, "dimension": dim, "p_yes_rise": rise,
                      "oracle_delta": delta["mean"], "half_width": delta["half_width"]}
@@ -284,10 +299,10 @@ def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[s
 
 
 def falls(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cells whose oracle mean is below the base's by more than its noise (95% half-width)."""
+    """Cells whose oracle mean is below the base's by more than its noise (:func:`fell`)."""
     out = []
     for task, dims in summary["oracle_delta"].items():
         for dim, delta in dims.items():
-            if delta["half_width"] is not None and delta["mean"] + delta["half_width"] < 0:
+            if fell(delta):
                 out.append({"task": task, "dimension": dim, **delta})
     return out

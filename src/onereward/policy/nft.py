@@ -87,10 +87,18 @@ class Nft:
         self.score = score
         self.accelerator = accelerator
         self.references = references
+        self.reference_seconds = 0.0  # this step's time on base rollouts (the part a cache saves)
 
     # ---- rewards -----------------------------------------------------------------------------
     def base_image(self, cond: Condition, seed: int) -> torch.Tensor:
         """The base's rollout of ``cond`` (cached or rolled out), [1, 3, H, W] in [0, 1]."""
+        t0 = time.perf_counter()
+        try:
+            return self._base_image(cond, seed)
+        finally:
+            self.reference_seconds += time.perf_counter() - t0
+
+    def _base_image(self, cond: Condition, seed: int) -> torch.Tensor:
         if self.references is not None:
             arr = self.references.get(cond.item_id, seed)
             return (torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0).to(self.rollouts.device)
@@ -122,6 +130,7 @@ class Nft:
         ]  # fmt: skip
         mine = list(range(rank, len(conds), world))
         stats = StepStats()
+        self.reference_seconds = 0.0
         # 1-2. Rollouts of the old policy and their raw rewards (no grad).
         t0 = time.perf_counter()
         rollouts, raws = {}, {}
@@ -133,10 +142,14 @@ class Nft:
                 )  # fmt: skip
                 raws[g] = self.raw_rewards(conds[g], out.images, base_seeds[g])
             rollouts[g] = out.latents.detach()
-        stats.reference_seconds = time.perf_counter() - t0
+        stats.reference_seconds = self.reference_seconds
+        stats.extra["rollout_seconds"] = time.perf_counter() - t0 - self.reference_seconds
         # 3-4. Optimality per rollout (global std over every rank's rollouts) and the group filter.
         local_raw = torch.cat([raws[g] for g in mine]) if mine else torch.zeros(0)
-        all_raw = self.accelerator.gather(local_raw.to(self.rollouts.device)).float().cpu()
+        from accelerate.utils import gather_object
+
+        # every rank's raw rewards (ranks may hold different numbers of groups)
+        all_raw = torch.tensor(gather_object(local_raw.tolist()), dtype=torch.float32)
         global_std = float(all_raw.std(unbiased=False)) if all_raw.numel() > 1 else 0.0
         group_ids = torch.tensor([g for g in mine for _ in range(cfg.nft_group_size)])
         r = (
@@ -163,15 +176,14 @@ class Nft:
             return stats
         # 5. The NFT loss on the kept rollouts, in micro batches of one group's size.
         t1 = time.perf_counter()
-        samples = [
-            (g, i)
-            for k, (g, i) in enumerate((g, i) for g in mine for i in range(cfg.nft_group_size))
-            if keep[k]
-        ]
-        r_of = {
-            (g, i): float(r[k])
-            for k, (g, i) in enumerate((g, i) for g in mine for i in range(cfg.nft_group_size))
-        }
+        pairs = [(g, i) for g in mine for i in range(cfg.nft_group_size)]
+        samples = [pair for k, pair in enumerate(pairs) if keep[k]]
+        r_of = {pair: float(r[k]) for k, pair in enumerate(pairs)}
+        weight = 1.0
+        if not samples and pairs:
+            # Every local group was filtered while other ranks' were not: this rank still takes part
+            # in the gradient all-reduce, with a zero-weighted sample.
+            samples, weight = pairs[:1], 0.0
         chunks = [samples[i : i + cfg.micro_batch_size] for i in range(0, len(samples), cfg.micro_batch_size)]
         chunks = [[s for s in c if s[0] == g] for c in chunks for g in dict.fromkeys(x[0] for x in c)]
         sig_rng = step_rng(cfg.seed, step, STREAM_NFT)
@@ -184,8 +196,8 @@ class Nft:
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.rollouts.model.wrapped)
             with sync:
                 per_sample = self.loss(conds[g], x0, rw, sig_rng, step)
-                self.accelerator.backward(per_sample.sum() / max(1.0, n_kept / world))
-            total += float(per_sample.detach().sum())
+                self.accelerator.backward(weight * per_sample.sum() / max(1.0, n_kept / world))
+            total += weight * float(per_sample.detach().sum())
         stats.policy_seconds = time.perf_counter() - t1
         stats.n_samples = int(keep.sum())
         stats.loss = total / max(1, stats.n_samples)

@@ -111,6 +111,11 @@ def run(
 
     accelerator = _accelerator(cfg)
     device = accelerator.device if cfg.device == "auto" else torch.device(cfg.device)
+    if cfg.batch_size < accelerator.num_processes:  # every rank needs a sample for the all-reduce
+        raise InputError(
+            f"policy.batch_size (--batch-size): expected at least one sample per process "
+            f"({accelerator.num_processes}), got {cfg.batch_size}"
+        )
     dtype = torch_dtype(cfg.dtype)
     scorer, reward_manifest, gate_result = load_reward_model(
         reward_model, cells=conditions.needed_cells(), threshold=cfg.gate_threshold,
@@ -132,6 +137,7 @@ def run(
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
         metrics = _metrics(cfg, result, monitor, gate_result, cache, conditions)
+        metrics["n_processes"] = accelerator.num_processes
         info = PolicyInfo(
             family="flux_fill", finetune=cfg.finetune, algorithm=cfg.algorithm,
             base={"generator": identity, "model_key": "generator", "profile": prof.name},
