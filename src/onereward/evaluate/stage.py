@@ -636,5 +636,6 @@ def import_human(evaluation: str, out: str) -> dict[str, Any]:
         metrics["human"] = {**(old.get("human") or {}), **human_info(answers)}
         art.metrics.update(metrics)
         art.counts.update({"n_items": len(items), "n_judgements": len(judgements)})
-        write_reports(art.path, metrics, item_rows, models, _result_index(results), 12)
+        report_items = int(manifest.parameters.get("report_items", EvaluateConfig().report_items))
+        write_reports(art.path, metrics, item_rows, models, _result_index(results), report_items)
     return dict(art.metrics)
