@@ -64,8 +64,8 @@ def evaluate(
     project_title: str = "onereward-eval",
     project_version: str = "v1",
     annotators: int = 3,
-    annotator_noise: float = 0.05,
-    annotator_threshold: float = 0.02,
+    annotator_noise: float = 0.02,
+    annotator_threshold: float = 0.05,
 ):
     import shutil
     from pathlib import Path

@@ -75,11 +75,13 @@ class EvaluateConfig(Config):
     project_title: str = setting("onereward-eval", "A/B project title; title and version identify it.")
     project_version: str = setting("v1", "A/B project version; the same title and version reuse the project.")
     annotators: int = setting(3, "Annotators per A/B task (simulated ones, or the project's overlap).")
+    # People call close results "about the same": the threshold is well above the noise, so two
+    # identical results get "same" from ~92% of the simulated answers (|N(0, 0.02 * sqrt 2)| < 0.05).
     annotator_noise: float = setting(
-        0.05, "Simulated annotators: standard deviation of the Gaussian noise on each oracle score."
+        0.02, "Simulated annotators: standard deviation of the Gaussian noise on each oracle score."
     )
     annotator_threshold: float = setting(
-        0.02, "Simulated annotators: 'about the same' when the noisy scores differ by less than this."
+        0.05, "Simulated annotators: 'about the same' when the noisy scores differ by less than this."
     )
     report_items: int = setting(12, "Items shown in the image grids of report.html.")
 

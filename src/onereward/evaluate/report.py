@@ -210,8 +210,11 @@ def headline_html(
         same = sum(c["same"] for dims in cells.values() for c in dims.values())
         bad = sum(c["bad"] for dims in cells.values() for c in dims.values())
         n = max(1, good + same + bad)
+        title = JUDGE_TITLES.get(judge, judge)
+        if judge == "human" and (metrics.get("human") or {}).get("mode") == "simulate":
+            title += ", simulated annotators"
         lines.append(
-            f"<li>{html.escape(JUDGE_TITLES.get(judge, judge))}: good {good} / same {same} / bad {bad} "
+            f"<li>{html.escape(title)}: good {good} / same {same} / bad {bad} "
             f"(net {100 * (good - bad) / n:+.1f}%)</li>"
         )
     if lines:

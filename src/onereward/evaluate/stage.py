@@ -80,7 +80,9 @@ from onereward.zoo import zoo_dir_for
 log = get_logger("evaluate")
 
 STAGE = "evaluate"
-TRAINING_KINDS = ("subset", "candidates", "pool")  # inputs of a policy that name its training items
+# Inputs of a policy that name the conditions it trained on (train_policy reads a subset; its
+# reference rollouts, a candidates artifact, are made from that subset's items).
+TRAINING_KINDS = ("subset", "pool")
 SELECTION_RULE = (
     "items of the pool with a mask, minus every item id of the --exclude artifacts (the training "
     "subset) and of the policy's training inputs, ranked per task by sha256(seed:item_id), first n"
@@ -230,9 +232,9 @@ def read_inputs(
 ) -> Inputs:
     """Check the policies, the reward models and the training items to hold out, before any work.
 
-    A policy whose manifest names a training input (subset, candidates or pool) must find that very
-    artifact (same content hash) among ``exclude``: otherwise its training items could enter the
-    benchmark.
+    A policy whose manifest names the conditions it trained on (a subset or pool input) must find
+    that very artifact (same content hash) among ``exclude``: otherwise its training items could
+    enter the benchmark.
     """
     from onereward.policy.artifact import read_policy
 
