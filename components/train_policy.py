@@ -8,7 +8,7 @@ from typing import Optional
 
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from onereward.policy.config import DEFAULT_TASK_PROBABILITIES, PolicyConfig
+from onereward.policy.config import PolicyConfig
 from onereward_kfp.components import stage_doc
 from onereward_kfp.components.images import gpu_component
 
@@ -50,7 +50,7 @@ def train_policy(
     nft_tau_mu: float = -1.0,
     nft_tau_sigma: float = -1.0,
     nft_reward: str = "pairwise",
-    task_probabilities: str = DEFAULT_TASK_PROBABILITIES,
+    task_probabilities: str = "image_fill=0.5,image_extend=0.25,object_removal=0.25",  # a literal: KFP runs the source
     probe_items: int = -1,
     gate_threshold: float = 0.6,
     gate_override: bool = False,

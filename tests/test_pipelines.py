@@ -117,6 +117,8 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotations": "annotations",
         "import_annotations": "preferences",
         "train_reward_model": "reward_model",
+        "policy_references": "candidates",
+        "train_policy": "policy",
         "evaluate": "evaluation",
     }
     for stage, kind in kinds.items():
@@ -141,6 +143,8 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotations": "annotations_per_second",
         "import_annotations": "tasks_per_second",
         "train_reward_model": "train_steps_per_second",
+        "policy_references": "images_per_second",
+        "train_policy": "samples_per_second",
         "evaluate": "items_per_second",
     }
     for stage, key in throughput.items():
@@ -164,5 +168,15 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         ev["n_items"] > 0
         and not {r["item_id"] for r in read_table(out / "evaluate" / "items.parquet")} & subset_ids
     )
+    # the policy: trained on the subset's conditions against the demo's reward model, with the
+    # reference rollouts made once; the evaluation compares it with the base
+    policy = read_artifact(out / "train_policy")
+    assert {i["content_hash"] for i in policy.inputs} >= {
+        subset.content_hash,
+        read_artifact(out / "train_reward_model").content_hash,
+        read_artifact(out / "policy_references").content_hash,
+    }
+    pm = json.loads((out / "train_policy" / "metrics.json").read_text())
+    assert pm["reference_cache"] == "used" and 0.0 <= pm["reward_last"] <= 1.0
     run_report = (out / "report.html").read_text()
     assert run_report.index("Evaluation:") < run_report.index("Stages")

@@ -391,12 +391,22 @@ def test_each_algorithm_writes_a_policy_that_loads(world, tmp_path, algorithm) -
     assert not Path(str(out.parent / f".{out.name}.checkpoints")).exists()  # removed after success
 
 
-def test_full_fine_tuning_writes_transformers(world, tmp_path) -> None:
+@pytest.mark.parametrize("cached", [False, True])
+def test_full_fine_tuning_writes_transformers(world, tmp_path, cached) -> None:
+    """Full fine-tuning keeps a frozen base copy only when it must roll the base out (no cache)."""
     from onereward.policy.artifact import read_policy
+    from onereward.policy.references import run_references
 
-    _run(world, tmp_path / "full", finetune="full", max_steps=1, eval_every=1)
+    refs = None
+    if cached:
+        refs = str(tmp_path / "refs")
+        run_references(str(world["pool"]), refs, zoo=str(world["zoo"]), rollout_steps=3, reference_seeds=2)
+    metrics = _run(world, tmp_path / "full", finetune="full", max_steps=1, eval_every=1, references=refs)
     _, info = read_policy(tmp_path / "full")
     assert info.finetune == "full" and (tmp_path / "full" / "ema_transformer" / "config.json").is_file()
+    assert metrics["reference_cache"] == ("used" if cached else "none")
+    # the probe's base was rolled out (by the untrained policy when no frozen copy was kept)
+    assert metrics["oracle_first"] == pytest.approx(metrics["oracle_base"])
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:

@@ -198,6 +198,7 @@ def write_policy(
     inputs: Iterable[Manifest | dict[str, Any]] = (),
     metrics: dict[str, Any] | None = None,
     counts: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
     extra: Callable[[Path], None] | None = None,
 ) -> Manifest:
     """Write a complete ``policy`` artifact to ``out`` (atomically); ``extra(staging_dir)`` adds files
@@ -210,6 +211,7 @@ def write_policy(
             extra(art.path)
         art.metrics.update(metrics or {})
         art.counts.update(counts or {"finetune": info.finetune})
+        art.timings.update(timings or {})  # phases before the writer (setup, training)
     assert art.manifest is not None
     return art.manifest
 

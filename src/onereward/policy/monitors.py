@@ -142,8 +142,12 @@ class Monitor:
             for dim, v in self._oracle(k, image).items():
                 outputs.oracle[(k, dim)] = float(v)
 
-    def ensure_base(self, cache: Path | None = None) -> ProbeOutputs:
-        """The base's probe outputs (rolled out once; kept in ``cache`` (.npz) across resumes)."""
+    def ensure_base(self, cache: Path | None = None, *, untrained: bool = False) -> ProbeOutputs:
+        """The base's probe outputs (rolled out once; kept in ``cache`` (.npz) across resumes).
+
+        ``untrained``: the policy has not been stepped yet, so it is the base (a full fine-tune
+        keeps no frozen copy when the reference rollouts are cached: the policy rolls out the base).
+        """
         if self.base is not None:
             return self.base
         if cache is not None and cache.is_file():
@@ -151,7 +155,11 @@ class Monitor:
             images = list(data["images"])
             change = data["outside_change"]
         else:
-            images, change, _ = self._rollout("base")
+            model = self.rollouts.model
+            which = (
+                "base" if model.finetune == "lora" or "base" in model.copies or not untrained else "policy"
+            )
+            images, change, _ = self._rollout(which)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_name(cache.stem + ".tmp.npz")

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def run(
     from onereward.zoo import zoo_dir_for
 
     # 1. Settings and the base generator's identity.
+    t_start = time.perf_counter()
     prof = load_profile(profile)
     cfg = PolicyConfig.resolve(prof.policy, settings)
     if cfg.threads:
@@ -132,7 +134,10 @@ def run(
         cfg, accelerator=accelerator, model=model, algorithm=algorithm, monitor=monitor,
         checkpoint_dir=ckpt_dir, fingerprint=fingerprint,
     )  # fmt: skip
+    setup_s = time.perf_counter() - t_start
+    t_train = time.perf_counter()
     result = trainer.run()
+    timings = {"setup_s": round(setup_s, 3), "train_s": round(time.perf_counter() - t_train, 3)}
     # 7. Rank 0 writes the policy artifact: weights, policy.json, curves, report, TensorBoard.
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
@@ -157,6 +162,7 @@ def run(
             parameters=_parameters(prof, cfg, identity, references), inputs=inputs, metrics=metrics,
             counts={"finetune": cfg.finetune, "steps": cfg.max_steps,
                     "n_train_items": len(conditions.all_train()), "n_probe_items": len(conditions.probe)},
+            timings=timings,
             extra=lambda root: _extra_files(root, ckpt_dir, cfg, result, metrics, gate_result, monitor, conditions),
         )  # fmt: skip
         log.info(

@@ -221,7 +221,7 @@ class Trainer:
         writer = SummaryWriter(str(self.checkpoint_dir / "tensorboard"), purge_step=start) if main else None
         if main:
             with torch.no_grad():
-                self.monitor.ensure_base(self.checkpoint_dir / PROBE_BASE)
+                self.monitor.ensure_base(self.checkpoint_dir / PROBE_BASE, untrained=start == 0)
         result = TrainResult(steps=cfg.max_steps, resumed_from=start)
         window: list[Any] = []
         step_times, ref_times, pol_times, n_samples = [], [], [], 0
