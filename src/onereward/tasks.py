@@ -32,6 +32,9 @@ DIMENSION_DEFINITIONS: dict[str, str] = {
 # Fixed prompts for tasks without a user prompt (the paper uses a generic one for removal).
 REMOVAL_PROMPT = "remove the specified object"
 EXTEND_GENERIC_PROMPT = "extend the image naturally"
+# Longest user prompt a stage accepts (characters): far beyond any text encoder's window (T5 512
+# tokens), so a longer one is a broken row (e.g. a whole document pasted in), not a prompt.
+MAX_PROMPT_CHARS = 2000
 
 # Default task sampling probabilities in RL (paper section 5.1).
 DEFAULT_TASK_PROBABILITIES: dict[str, float] = {IMAGE_FILL: 0.5, IMAGE_EXTEND: 0.25, OBJECT_REMOVAL: 0.25}

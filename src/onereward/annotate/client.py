@@ -27,9 +27,13 @@ TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 T = TypeVar("T")
 
-# Errors that mean "the server is not reachable right now": worth retrying.
+# Errors that mean "the server is not reachable right now": worth retrying. Timeouts (a slow
+# server) are transport errors too. A retried write is safe: creates and task imports look up what
+# the server already stored before they send again (export.py, simulate.py).
 _TRANSIENT = (httpx.TransportError,)
-_RETRY_STATUS = {502, 503, 504}
+# Answers worth retrying: rate limiting, and server errors that a restart or a moment cures (a 500
+# from a worker that died mid-request, a proxy's 502/503/504).
+_RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class LabelStudioUnavailable(InputError):
@@ -59,7 +63,8 @@ class LabelStudioClient:
     """The SDK client plus retry/backoff and error translation for every call.
 
     ``max_retries`` attempts after the first one, sleeping ``backoff * 2**k`` seconds (capped at 10 s)
-    between attempts, for connection errors and 502/503/504 answers.
+    between attempts, for connection errors, timeouts (``timeout`` seconds per answer) and
+    429/500/502/503/504 answers.
     """
 
     def __init__(
@@ -90,8 +95,10 @@ class LabelStudioClient:
                         f"trying to {what}; check the token of the user who owns the project"
                     ) from None
                 if e.status_code not in _RETRY_STATUS or attempt >= self.max_retries:
+                    tries = f" after {attempt + 1} attempts" if e.status_code in _RETRY_STATUS else ""
                     raise InputError(
-                        f"Label Studio at {self.url}: {what} failed with HTTP {e.status_code}: {_short_body(e.body)}"
+                        f"--label-studio-url: Label Studio at {self.url}: {what} failed with HTTP {e.status_code}"
+                        f"{tries}: {_short_body(e.body)}"
                     ) from None
                 reason = f"HTTP {e.status_code}"
             except _TRANSIENT as e:

@@ -41,6 +41,8 @@ class ExportConfig(Config):
     reward_model: str = setting("", "A reward_model artifact or VLM folder, for predictions reward_model.")
     overlap: int = setting(1, "Annotators per task (maximum_annotations of new projects).")
     max_retries: int = setting(4, "Retries with exponential backoff when the server is unreachable.")
+    retry_backoff: float = setting(0.5, "Seconds before the first retry; doubled each time, at most 10 s.")
+    timeout: float = setting(120.0, "Seconds to wait for each Label Studio answer before retrying.")
 
     def validate(self) -> None:
         self.require(
@@ -56,6 +58,8 @@ class ExportConfig(Config):
         self.require(self.chunk_size >= 1, "chunk_size", "expected an integer >= 1")
         self.require(self.overlap >= 1, "overlap", "expected an integer >= 1")
         self.require(self.max_retries >= 0, "max_retries", "expected an integer >= 0")
+        self.require(self.retry_backoff >= 0, "retry_backoff", "expected a number of seconds >= 0")
+        self.require(self.timeout > 0, "timeout", "expected a number of seconds > 0")
         self.require(bool(self.project_title.strip()), "project_title", "must not be empty")
         self.require(bool(self.project_version.strip()), "project_version", "must not be empty")
 
@@ -75,12 +79,16 @@ class SimulateConfig(Config):
     annotators: int = setting(1, "Simulated annotators per task (each a Label Studio user online).")
     seed: int = setting(0, "Seed of the noise; answers depend only on (seed, annotator, item).")
     max_retries: int = setting(4, "Retries with exponential backoff when the server is unreachable.")
+    retry_backoff: float = setting(0.5, "Seconds before the first retry; doubled each time, at most 10 s.")
+    timeout: float = setting(120.0, "Seconds to wait for each Label Studio answer before retrying.")
 
     def validate(self) -> None:
         self.require(self.noise >= 0, "noise", "expected a number >= 0")
         self.require(self.threshold >= 0, "threshold", "expected a number >= 0")
         self.require(self.annotators >= 1, "annotators", "expected an integer >= 1")
         self.require(self.max_retries >= 0, "max_retries", "expected an integer >= 0")
+        self.require(self.retry_backoff >= 0, "retry_backoff", "expected a number of seconds >= 0")
+        self.require(self.timeout > 0, "timeout", "expected a number of seconds > 0")
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,10 @@ class ImportConfig(Config):
     section: ClassVar[str] = "import"
 
     max_retries: int = setting(4, "Retries with exponential backoff when the server is unreachable.")
+    retry_backoff: float = setting(0.5, "Seconds before the first retry; doubled each time, at most 10 s.")
+    timeout: float = setting(120.0, "Seconds to wait for each Label Studio answer before retrying.")
 
     def validate(self) -> None:
         self.require(self.max_retries >= 0, "max_retries", "expected an integer >= 0")
+        self.require(self.retry_backoff >= 0, "retry_backoff", "expected a number of seconds >= 0")
+        self.require(self.timeout > 0, "timeout", "expected a number of seconds > 0")

@@ -168,7 +168,9 @@ def connect(cfg: ExportConfig) -> LabelStudioClient | None:
     storage: S3 credentials for an s3:// prefix, else a document root that is a directory."""
     if not cfg.label_studio_url:
         return None
-    client = LabelStudioClient(cfg.label_studio_url, max_retries=cfg.max_retries)
+    client = LabelStudioClient(
+        cfg.label_studio_url, max_retries=cfg.max_retries, backoff=cfg.retry_backoff, timeout=cfg.timeout
+    )
     client.check_auth()
     if cfg.image_url_prefix.startswith("s3://"):
         cloud_storage.s3_client(cfg.s3_endpoint or None)  # credentials present?

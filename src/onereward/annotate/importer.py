@@ -146,7 +146,9 @@ def open_answers(root: Path, pj: dict[str, Any], cfg: ImportConfig) -> AnswerSou
             f"--project: {root} has no annotations: project.json field 'url' is null and export.json is missing; "
             "run `onereward simulate-annotations` on it (or export to a Label Studio server) first"
         )
-    client = LabelStudioClient(pj["url"], max_retries=cfg.max_retries)
+    client = LabelStudioClient(
+        pj["url"], max_retries=cfg.max_retries, backoff=cfg.retry_backoff, timeout=cfg.timeout
+    )
     client.check_auth()
 
     def fetch_all() -> tuple[list[dict[str, Any]], float]:
@@ -175,6 +177,12 @@ def read_answers(
             raise InputError(f"--project: {source.path} is not valid JSON ({e})") from None
     if not isinstance(tasks_json, list):
         raise InputError(f"--project: the export from {source.name} is not a list of tasks")
+    bad = [i for i, t in enumerate(tasks_json) if not isinstance(t, dict)]
+    if bad:
+        raise InputError(
+            f"--project: the export from {source.name}: entry {bad[0]} is a {type(tasks_json[bad[0]]).__name__}, "
+            f"not a task object ({len(bad)} such entries); expected Label Studio's JSON export format"
+        )
     return [t for t in tasks_json if t.get("id") in wanted], fetch_s
 
 
@@ -318,9 +326,15 @@ def validate_annotation(
     controls = config.control_names()
     allowed = config.allowed_values()
     answers: dict[str, dict[str, str]] = defaultdict(dict)
-    for r in annotation.get("result") or []:
+    result = annotation.get("result") or []
+    if not isinstance(result, list):
+        return {}, [f"result: expected a list of answers, got {type(result).__name__}"]
+    for r in result:
+        if not isinstance(r, dict):
+            problems.append(f"result entry {r!r}: expected an object")
+            continue
         name = r.get("from_name")
-        if name not in controls:
+        if not isinstance(name, str) or name not in controls:
             problems.append(f"unknown control {name!r}")
             continue
         if r.get("to_name") != OVERLAY_KEY:
@@ -329,8 +343,9 @@ def validate_annotation(
         if r.get("type") != "choices":
             problems.append(f"{name}: type {r.get('type')!r}, expected 'choices'")
             continue
-        values = (r.get("value") or {}).get("choices")
-        if not isinstance(values, list) or len(values) != 1:
+        value = r.get("value")
+        values = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
             problems.append(f"{name}: expected exactly one choice, got {values!r}")
             continue
         if values[0] not in allowed:
@@ -472,6 +487,13 @@ def _process_task(t: dict[str, Any], config_shas: dict[str, str] | None, out: Im
     if not anns:
         out.counts["tasks_without_annotations"] += 1
         return
+    if not isinstance(data, dict) or not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        # Not Label Studio's format (edited by hand?): report the task rather than crash on it.
+        out.invalid.append(
+            _invalid(t, None, None, ["task: 'data' must be an object and 'annotations' a list of objects"])
+        )
+        out.counts["invalid_tasks"] += 1
+        return
     bad_task = task_problems(data, config_shas)
     if bad_task:
         # Not one of our tasks (or edited by hand): report it rather than crash on it.
@@ -547,9 +569,10 @@ def _invalid(
     t: dict[str, Any], annotation_id: Any, annotator: str | None, problems: list[str]
 ) -> dict[str, Any]:
     """An entry of invalid.json: the task, the annotation (None: the whole task) and why."""
+    data = t.get("data")
     return {
         "task_id": t.get("id"),
-        "item_id": (t.get("data") or {}).get("item_id"),
+        "item_id": data.get("item_id") if isinstance(data, dict) else None,
         "annotation_id": annotation_id,
         "annotator": annotator,
         "problems": problems,

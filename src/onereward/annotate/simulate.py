@@ -152,7 +152,9 @@ def open_panel(cfg: SimulateConfig, pj: dict[str, Any], root: Path) -> Panel:
     users 1..n and the task list of ``tasks.json``."""
     wanted = set(pj["task_map"].values())
     if pj["url"]:
-        client = LabelStudioClient(pj["url"], max_retries=cfg.max_retries)
+        client = LabelStudioClient(
+            pj["url"], max_retries=cfg.max_retries, backoff=cfg.retry_backoff, timeout=cfg.timeout
+        )
         client.check_auth()
         user_ids = [client.ensure_user(SIMULATED_ANNOTATOR.format(k=k + 1)) for k in range(cfg.annotators)]
         tasks: list[dict[str, Any]] = []

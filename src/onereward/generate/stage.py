@@ -128,6 +128,11 @@ def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
         tasks.check_task(row["task"], where=f"{where} field 'task'")
         if row["task"] == tasks.IMAGE_FILL and not tasks.has_user_prompt(row["task"], row["prompt"]):
             raise InputError(f"{where}: field 'prompt' is empty; image_fill items need a prompt")
+        if row["prompt"] and len(row["prompt"]) > tasks.MAX_PROMPT_CHARS:
+            raise InputError(
+                f"{where}: field 'prompt' has {len(row['prompt'])} characters; expected at most "
+                f"{tasks.MAX_PROMPT_CHARS}"
+            )
         if not row.get("mask"):
             raise InputError(
                 f"{where}: field 'mask' is null; generate_candidates needs a mask for every item "
@@ -140,7 +145,12 @@ def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
 
 
 def _load_condition(root: Path, row: dict[str, Any]) -> ItemCondition:
-    item = ItemCondition(row["item_id"], load_rgb(root / row["image"]), load_mask(root / row["mask"]))
+    where = f"--subset item {row['item_id']!r}"
+    item = ItemCondition(
+        row["item_id"],
+        load_rgb(root / row["image"], what=f"{where} field 'image'"),
+        load_mask(root / row["mask"], what=f"{where} field 'mask'"),
+    )
     check_condition(item, where="--subset item")
     return item
 

@@ -2,8 +2,9 @@
 
 A ``preferences`` artifact (docs/contracts.md) holds one row per (item, dimension) with the winner
 and loser candidates. Rows that cannot train the model are excluded with a reason (unknown task or
-dimension, a dimension the task does not have, missing image files, winner == loser); the
-exclusions go into the report. The train/test split is by item, never by pair, so no item's
+dimension, a dimension the task does not have, winner == loser, a prompt longer than
+``tasks.MAX_PROMPT_CHARS``, image paths leaving the artifact, missing or unreadable image files);
+the exclusions go into the report. The train/test split is by item, never by pair, so no item's
 candidates are seen in training and testing; it is seeded and stratified by task.
 """
 
@@ -83,6 +84,36 @@ def _resolve(root: Path, rel: object) -> Path | None:
     return root / str(rel)
 
 
+def _outside(rel: object) -> bool:
+    """Does the relative path ``rel`` leave the artifact (absolute, or through ``..``)?"""
+    if not isinstance(rel, str) or not rel.strip():
+        return False
+    norm = os.path.normpath(rel)
+    return os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep)
+
+
+def _unreadable(path: Path, cache: dict[Path, str]) -> str:
+    """Why the image file at ``path`` cannot be used ("" when it can): missing, empty, not an image,
+    a decompression bomb, or (PNG) a damaged or truncated chunk. Checked once per file, without
+    decoding the pixels (``verify`` reads the chunks and their checksums)."""
+    if path not in cache:
+        from PIL import Image
+
+        reason = ""
+        try:
+            if not path.is_file():
+                reason = "missing"
+            elif path.stat().st_size == 0:
+                reason = "empty file (0 bytes)"
+            else:
+                with Image.open(path) as im:
+                    im.verify()
+        except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+            reason = f"{type(e).__name__}: {e}"
+        cache[path] = reason
+    return cache[path]
+
+
 def read_preferences(
     path: str | os.PathLike[str], *, what: str = "preferences", context_images: bool = False
 ) -> Preferences:
@@ -99,6 +130,7 @@ def read_preferences(
     pairs: list[PreferencePair] = []
     excluded: list[Exclusion] = []
     seen_ids: set[str] = set()
+    checked: dict[Path, str] = {}
     for row in rows:
         pair_id, item_id = str(row["pair_id"]), str(row["item_id"])
 
@@ -124,6 +156,14 @@ def read_preferences(
         if row["winner_image"] == row["loser_image"]:
             exclude("winner_image == loser_image")
             continue
+        if isinstance(prompt, str) and len(prompt) > tasks.MAX_PROMPT_CHARS:
+            exclude(f"prompt too long: {len(prompt)} characters (at most {tasks.MAX_PROMPT_CHARS})")
+            continue
+        paths = ("winner_image", "loser_image", "source_image", "mask_image")
+        outside = [k for k in paths if _outside(row[k])]
+        if outside:
+            exclude(f"image outside the artifact: {outside[0]} {row[outside[0]]!r}")
+            continue
         images = {
             key: _resolve(root, row[key])
             for key in ("winner_image", "loser_image", "source_image", "mask_image")
@@ -132,6 +172,10 @@ def read_preferences(
         missing = [k for k in needed if images[k] is None or not images[k].is_file()]  # type: ignore[union-attr]
         if missing:
             exclude(f"missing image: {missing[0]} {row[missing[0]]!r}")
+            continue
+        broken = [(k, why) for k in needed if (why := _unreadable(images[k], checked))]  # type: ignore[arg-type]
+        if broken:
+            exclude(f"unreadable image: {broken[0][0]} {row[broken[0][0]]!r} ({broken[0][1]})")
             continue
         seen_ids.add(pair_id)
         agreement = row.get("agreement")

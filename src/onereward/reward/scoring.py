@@ -38,7 +38,7 @@ ANSWER_NORMS = ("yes_no", "vocab")
 ImageBatch = torch.Tensor | np.ndarray | Sequence[np.ndarray]
 
 
-def resolve_model_folder(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def resolve_model_folder(path: str | os.PathLike[str], what: str = "--reward-model") -> tuple[Path, Path]:
     """(model folder, template folder) of a reward-model artifact or of a plain VLM folder."""
     root = Path(path)
     if (root / MODEL_SUBDIR / "config.json").is_file():
@@ -46,9 +46,35 @@ def resolve_model_folder(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if (root / "config.json").is_file():
         return root, root
     raise InputError(
-        f"reward model: {root} holds neither {MODEL_SUBDIR}/config.json (a reward_model artifact) "
+        f"{what}: {root} holds neither {MODEL_SUBDIR}/config.json (a reward_model artifact) "
         "nor config.json (a VLM folder)"
     )
+
+
+def _load_vlm(model_dir: Path, what: str, **kwargs: Any) -> Any:
+    """``reward_vlm.load`` with weights that are missing, cut short or of other shapes than the
+    config's reported as one :class:`InputError` naming ``what`` and the folder (never a traceback).
+    Out-of-memory and other runtime errors propagate unchanged."""
+    from safetensors import SafetensorError
+
+    weights = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if not weights:
+        raise InputError(
+            f"{what}: {model_dir} holds no model.safetensors (weights are read from safetensors files only)"
+        )
+    try:
+        return reward_vlm.load(model_dir, **kwargs)
+    except torch.OutOfMemoryError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        text = str(e).strip().splitlines()
+        if isinstance(e, RuntimeError) and not any(k in str(e) for k in ("mismatch", "size", "state_dict")):
+            raise
+        detail = next((t for t in text if "size mismatch" in t), text[0] if text else type(e).__name__)
+        raise InputError(
+            f"{what}: the weights in {model_dir} ({', '.join(weights)}) do not load into the model its "
+            f"config.json describes: {type(e).__name__}: {detail.strip()[:300]}"
+        ) from None
 
 
 def _batch_size_of(images: ImageBatch, what: str) -> int:
@@ -136,15 +162,17 @@ class RewardScorer:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         template: QueryTemplate | None = None,
+        what: str = "--reward-model",
     ) -> RewardScorer:
         """Load a ``reward_model`` artifact (``model/`` + ``query_template.json``) or a plain VLM folder.
 
         With ``trainable=False`` (scoring, RL) the weights are frozen and the model is in eval mode;
-        gradients still flow to the input pixels on the differentiable path.
+        gradients still flow to the input pixels on the differentiable path. ``what`` names the input
+        in errors (a folder that is no model, weights that are missing or do not fit: InputError).
         """
-        model_dir, template_dir = resolve_model_folder(path)
-        vlm = reward_vlm.load(
-            model_dir, dtype=dtype, device=device, min_pixels=min_pixels, max_pixels=max_pixels
+        model_dir, template_dir = resolve_model_folder(path, what)
+        vlm = _load_vlm(
+            model_dir, what, dtype=dtype, device=device, min_pixels=min_pixels, max_pixels=max_pixels
         )
         if not trainable:
             vlm.model.eval()

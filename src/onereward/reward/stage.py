@@ -69,8 +69,10 @@ def run(
     # 1. Settings, and the preferences split by item.
     prof = load_profile(profile)
     cfg = RewardConfig.resolve(prof.reward, settings)
-    prefs = read_preferences(preferences, context_images=cfg.context_images)
-    train_pairs, test_pairs = split_by_item(prefs.pairs, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    prefs = read_preferences(preferences, what="--preferences", context_images=cfg.context_images)
+    train_pairs, test_pairs = split_by_item(
+        prefs.pairs, test_fraction=cfg.test_fraction, seed=cfg.seed, what="--preferences"
+    )
     log.info(
         "preferences: %d pairs usable, %d excluded %s; train %d / test %d pairs",
         len(prefs.pairs), len(prefs.excluded), prefs.exclusion_counts(), len(train_pairs), len(test_pairs),
@@ -151,6 +153,7 @@ def _load_scorer(model_dir: str, cfg: RewardConfig, device: Any) -> RewardScorer
         max_pixels=cfg.max_pixels,
         answer_norm=cfg.answer_norm,
         template=default_template(context_images=cfg.context_images),
+        what="profile model reward_model",
     )
 
 

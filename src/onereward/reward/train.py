@@ -230,13 +230,13 @@ def train(
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.max_steps))
     # The schedule follows the global step: the global batch is split over the processes, so the
-    # scheduler is not prepared (accelerate would step a prepared one once per process); it is
-    # registered so that checkpoints still hold its state.
+    # scheduler is not prepared (accelerate would step a prepared one once per process). Its state
+    # goes into state.json, not into accelerate's custom-object pickle (which accelerate loads with
+    # weights_only=False: a checkpoint must never be able to run code when it is resumed).
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     # 2. Resume from the newest complete checkpoint of the same run.
     fingerprint = _fingerprint(pairs, cfg, scorer.vlm.path)
-    start_step, history = _resume(accelerator, checkpoint_dir, fingerprint) if resume else (0, [])
+    start_step, history = _resume(accelerator, scheduler, checkpoint_dir, fingerprint) if resume else (0, [])
     writer = None
     if checkpoint_dir is not None and accelerator.is_main_process:  # one TensorBoard log, rank 0's
         writer = SummaryWriter(str(checkpoint_dir / "tensorboard"), purge_step=start_step)
@@ -273,7 +273,7 @@ def train(
                 window = _Window()
             if _checkpoint_due(checkpoint_dir, cfg, done):
                 _save_checkpoint(
-                    accelerator, checkpoint_dir, done, fingerprint, history, cfg.keep_checkpoints
+                    accelerator, scheduler, checkpoint_dir, done, fingerprint, history, cfg.keep_checkpoints
                 )
     bar.close()
     if writer is not None:
@@ -334,7 +334,7 @@ def _finished_model(model: Any, cfg: RewardConfig, grad_ckpt: bool) -> Any:
 
 
 def _resume(
-    accelerator: Any, checkpoint_dir: Path | None, fingerprint: str
+    accelerator: Any, scheduler: Any, checkpoint_dir: Path | None, fingerprint: str
 ) -> tuple[int, list[dict[str, float]]]:
     """(step, history) of the newest complete checkpoint of this run, loaded into ``accelerator``;
     (0, []) when there is none. A checkpoint of another run is an :class:`InputError`."""
@@ -348,7 +348,13 @@ def _resume(
             f"changed: fingerprint {state.get('fingerprint')} != {fingerprint}); use another checkpoint_dir "
             "or resume=False"
         )
-    accelerator.load_state(str(ckpt))
+    if "scheduler" not in state:
+        raise InputError(
+            f"checkpoint_dir: {ckpt} was written by an older version (no scheduler state in {STATE_FILE}); "
+            "use another checkpoint_dir or resume=False"
+        )
+    accelerator.load_state(str(ckpt))  # model (safetensors), optimiser and RNG states (weights_only)
+    scheduler.load_state_dict(state["scheduler"])
     log.info("resumed from %s (step %d)", ckpt, int(state["step"]))
     return int(state["step"]), list(state["history"])
 
@@ -362,13 +368,28 @@ def _log_entry(entry: dict[str, float], bar: Any, writer: Any) -> None:
 
 
 def _save_checkpoint(
-    accelerator: Any, checkpoint_dir: Path, step: int, fingerprint: str, history: list, keep: int
+    accelerator: Any,
+    scheduler: Any,
+    checkpoint_dir: Path,
+    step: int,
+    fingerprint: str,
+    history: list,
+    keep: int,
 ) -> None:
-    """``save_state`` into ``step-N/``; ``state.json`` is written last and marks it complete."""
+    """``save_state`` into ``step-N/``; ``state.json`` (step, history, the scheduler's state) is
+    written last and marks it complete."""
     path = checkpoint_dir / f"{CHECKPOINT_PREFIX}{step:08d}"
-    accelerator.save_state(str(path))
+    accelerator.save_state(str(path), safe_serialization=True)
     if accelerator.is_main_process:
-        write_json_atomic(path / STATE_FILE, {"step": step, "fingerprint": fingerprint, "history": history})
+        write_json_atomic(
+            path / STATE_FILE,
+            {
+                "step": step,
+                "fingerprint": fingerprint,
+                "history": history,
+                "scheduler": scheduler.state_dict(),
+            },
+        )
         complete = sorted(
             (p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()),
             key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),

@@ -36,7 +36,9 @@ class SelectConfig(Config):
     alpha_background: str = setting(
         "255,255,255", "R,G,B colour (0-255 each) that images with transparency are composited over."
     )
-    max_prompt_chars: int = setting(2000, "Items whose prompt is longer than this many characters are bad.")
+    max_prompt_chars: int = setting(
+        tasks.MAX_PROMPT_CHARS, "Items whose prompt is longer than this many characters are bad."
+    )
     assign_tasks: str = setting(
         tasks.IMAGE_EXTEND,
         "Comma-separated tasks given (seeded by item id) to items whose source names none.",

@@ -44,8 +44,7 @@ SIDECAR_NAMES = ("items.jsonl", "metadata.jsonl", "items.csv", "metadata.csv")
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # Colour that transparent pixels are composited over (SelectConfig.alpha_background).
 DEFAULT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
-# Longest prompt accepted (SelectConfig.max_prompt_chars): far beyond any text encoder's window.
-MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_CHARS = tasks.MAX_PROMPT_CHARS  # SelectConfig.max_prompt_chars defaults to it
 
 
 @dataclass(frozen=True)
