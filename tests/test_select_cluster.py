@@ -87,14 +87,15 @@ def test_torch_two_level_beats_the_faiss_path_on_inertia_and_coverage(pool128):
     """Quality not worse than the old path, measured as the benchmark does: inertia, and coverage =
     mean cosine distance from held-out points to the nearest selected representative.
 
-    Measured here: faiss 18636 / 0.3769, torch 18427 / 0.3715 (128 dimensions: seeds in a projected
-    subspace, fine clusters by inertia, 32 training points per centroid plus a full update step).
+    Measured here: inertia 18636 (faiss) vs 18086 (torch), coverage 0.3769 vs 0.3702 (128 dimensions:
+    seeds in a projected subspace, 4*sqrt(k) coarse cells, fine clusters by inertia, 32 training points
+    per centroid plus an update step on all members).
     """
     x, hold = pool128
     with C.limit_threads(1):
         old = C.kmeans(x, 1200, backend="faiss", seed=0)
     new = C.kmeans(x, 1200, backend="torch", seed=0, device="cpu")
-    assert new.two_level and old.two_level and new.n_coarse == old.n_coarse == 69  # 2 * sqrt(1200)
+    assert new.two_level and old.two_level and (old.n_coarse, new.n_coarse) == (69, 139)  # 2 and 4 * sqrt(k)
     assert len(new.centroids) == 1200 and set(np.unique(new.labels)) <= set(range(1200))
 
     def held_out_coverage(result: C.Clustering) -> float:
@@ -103,8 +104,8 @@ def test_torch_two_level_beats_the_faiss_path_on_inertia_and_coverage(pool128):
         return float(np.mean(1.0 - C.nearest_similarity(hold, x[sel.indices])))
 
     cov_old, cov_new = held_out_coverage(old), held_out_coverage(new)
-    assert new.inertia < 0.995 * old.inertia
-    assert cov_new < cov_old - 0.002
+    assert new.inertia < 0.98 * old.inertia
+    assert cov_new < cov_old - 0.004
     # And both are far from a random subset of the same size.
     rand = C.random_subset({"all": np.arange(len(x))}, {"all": 1200}, seed=3)
     assert cov_new < float(np.mean(1.0 - C.nearest_similarity(hold, x[rand]))) - 0.02
@@ -122,12 +123,14 @@ def test_torch_is_deterministic_whatever_the_threads(pool128):
     assert not np.array_equal(other.labels, runs[0].labels)
 
 
-def test_torch_result_contract(pool128):
+@pytest.mark.parametrize("train_dtype", ["float32", "bfloat16"])
+def test_torch_result_contract(pool128, train_dtype):
     """Labels in range, centroids the means of their members (the final update step), an exact
-    inertia, and the engine's phase accounting."""
+    inertia, and the engine's phase accounting; with float32 ranking (CPUs without AMX) and bfloat16."""
     x = pool128[0][:20_000]
+    settings = C.TorchSettings(train_dtype=train_dtype)
     for two_level in ("off", "on"):
-        r = C.kmeans(x, 300, backend="torch", seed=0, device="cpu", two_level=two_level)
+        r = C.kmeans(x, 300, backend="torch", seed=0, device="cpu", two_level=two_level, settings=settings)
         assert r.backend == "torch-cpu" and r.device == "cpu" and r.fallback == ""
         assert r.two_level == (two_level == "on") and r.centroids.dtype == np.float32
         assert r.labels.dtype == np.int64 and r.labels.min() >= 0 and r.labels.max() < 300
@@ -137,7 +140,8 @@ def test_torch_result_contract(pool128):
             np.testing.assert_allclose(r.centroids[c], x[r.labels == c].mean(0), atol=2e-6)
         assert r.inertia == pytest.approx(exact_inertia(x, r.centroids, r.labels), rel=1e-6)
         assert C._inertia(x, r.centroids, r.labels) == pytest.approx(r.inertia, rel=1e-6)
-        assert r.details["assign_gflop"] > 0 and r.details["iterations"] >= 1
+        level = "coarse" if r.two_level else "flat"
+        assert r.details["assign_gflop"] > 0 and r.details[f"{level}_iterations"] >= 1
 
 
 def test_torch_engine_with_the_gpu_settings_on_the_cpu(pool128):
@@ -162,7 +166,7 @@ def test_torch_engine_with_the_gpu_settings_on_the_cpu(pool128):
     finally:
         torch.set_num_threads(before)
     (c0, l0, i0, n0), (c1, l1, i1, n1) = results
-    assert n0 == n1 == 40
+    assert n0 == n1 == 80  # 4 * sqrt(400)
     assert (l0 == l1).mean() > 0.999  # float sums in another order may flip a rare tie
     assert i1 == pytest.approx(i0, rel=1e-5)
 
@@ -239,7 +243,7 @@ def test_torch_edge_cases():
     assert len(r.centroids) == 20 and r.labels.max() < 20 and r.inertia == pytest.approx(0.0, abs=1e-4)
     assert len(np.unique(r.labels)) == 10
     small = C.kmeans(blobs(400, 16, 8, seed=6), 6, backend="torch", device="cpu", two_level="on")
-    assert small.two_level and small.n_coarse == 5 and len(small.centroids) == 6
+    assert small.two_level and small.n_coarse == 6 and len(small.centroids) == 6  # min(k, 4 * sqrt(6))
 
 
 def test_two_level_matches_flat_inertia(data):

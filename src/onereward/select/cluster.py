@@ -267,7 +267,10 @@ class TorchSettings:
     seed_dims: int = 64  # k-means++ distances in the sample's top principal subspace of this size (0: all)
     seed_power: int = 1  # power iterations of that subspace's randomized range finder
     leaf_iters: int = 0  # Lloyd iterations of fine cells (0: max(5, niter // 2), as the faiss path)
-    coarse_factor: float = 2.0  # coarse cells: coarse_factor * sqrt(k)
+    coarse_factor: float = 4.0  # coarse cells: coarse_factor * sqrt(k) (the faiss path: 2)
+    train_dtype: str = "auto"  # ranking products: float32, bfloat16, auto (bfloat16 on AMX / CUDA)
+    tol: float = 0.001  # Lloyd stops when at most this fraction of the training labels changed
+    assign_low: bool = True  # the fine level's last assignment pass ranks in bfloat16 too (if train_dtype)
     allocate: str = "inertia"  # fine clusters per coarse cell in proportion to its "inertia" or "count"
 
 
@@ -289,6 +292,26 @@ def resolve_device(device: str = "auto") -> tuple[str, str]:
     if int(want.split(":")[1]) >= torch.cuda.device_count():
         return "cpu", f"{device} requested but torch sees {torch.cuda.device_count()} CUDA device(s)"
     return want, ""
+
+
+def _low_precision(train_dtype: str, dev: Any) -> bool:
+    """Whether Lloyd's training iterations rank centroids by bfloat16 products on ``dev``.
+
+    ``auto``: on CPUs with AMX (bfloat16 GEMM 6.6x float32, measured) and on CUDA devices with
+    bfloat16; elsewhere bfloat16 would be emulated and slower.
+    """
+    if train_dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"train_dtype: expected auto, float32 or bfloat16, got {train_dtype!r}")
+    if train_dtype != "auto":
+        return train_dtype == "bfloat16"
+    import torch
+
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.cpu.get_capabilities().get("amx_bf16"))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _default_workers() -> int:
@@ -332,6 +355,7 @@ class _TorchKMeans:
         self.acc = torch.float64 if self.cuda else torch.float32
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         self.stats: dict[str, float] = {}
+        self.low_precision = _low_precision(settings.train_dtype, self.dev)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -350,51 +374,101 @@ class _TorchKMeans:
 
     # -- one assignment pass -------------------------------------------------------------------------
 
-    def _assign_block(self, xb: Any, c: Any, csq: Any, sums: bool) -> tuple[Any, ...]:
-        """Nearest centroid of each row of ``xb``: labels, squared distances and (``sums``) the
-        block's per-centroid sums and counts."""
+    def _sqnorms(self, a: Any) -> Any:
+        # vector_norm, not einsum("ij,ij->i"): torch runs that einsum as a batched matmul, 13x slower.
+        return self.torch.linalg.vector_norm(a, dim=1).square()
+
+    def _augment(self, a: Any, last: Any) -> Any:
+        """``a`` in bfloat16 with one more column holding ``last`` (zero-padded to a multiple of 32
+        columns, AMX's tile width): one product of augmented rows and augmented centroids gives
+        x.c - ||c||^2 / 2, whose largest value marks the nearest centroid."""
+        torch = self.torch
+        out = torch.empty(a.shape[0], (self.d + 32) // 32 * 32, dtype=torch.bfloat16, device=self.dev)
+        out[:, : self.d] = a
+        out[:, self.d] = last
+        out[:, self.d + 1 :] = 0
+        return out
+
+    def _assign_block(
+        self, xb: Any, c: Any, csq: Any, *, sums: bool, dists: bool, low: Any
+    ) -> tuple[Any, ...]:
+        """Nearest centroid of each row of ``xb``: labels, and with ``dists`` the rows' squared
+        distances to it and squared norms, with ``sums`` the block's per-centroid sums and counts.
+
+        ``low``: (augmented bfloat16 block or None to make it, augmented bfloat16 centroids): rank
+        the centroids by bfloat16 products (AMX: 6.6x float32 GEMM on this machine). A near tie may
+        then go to the other centroid and distances are approximate; sums stay float32.
+        """
         torch = self.torch
         k = c.shape[0]
-        dist = torch.addmm(csq.unsqueeze(0), xb, c.T, beta=1.0, alpha=-2.0)  # ||c||^2 - 2 x.c
-        dmin, lab = dist.min(dim=1)
-        sqd = (dmin + torch.einsum("ij,ij->i", xb, xb)).clamp_(min=0.0)
-        if not sums:
-            return lab, sqd, None, None
-        part = torch.zeros(k, self.d, dtype=self.acc, device=self.dev)
-        part.index_add_(0, lab, xb if self.acc == xb.dtype else xb.to(self.acc))
-        return lab, sqd, part, torch.bincount(lab, minlength=k)
+        if low is None:
+            dist = torch.addmm(csq.unsqueeze(0), xb, c.T, beta=1.0, alpha=-2.0)  # ||c||^2 - 2 x.c
+            dmin, lab = dist.min(dim=1)
+        else:
+            lb, cl = low
+            if lb is None:
+                lb = self._augment(xb, 1.0)
+            score, lab = (lb @ cl.T).max(dim=1)  # x.c - ||c||^2 / 2
+            dmin = -2.0 * score.float()
+        sqd = xsq = part = cnt = None
+        if dists:
+            xsq = self._sqnorms(xb)
+            sqd = (dmin + xsq).clamp_(min=0.0)
+        if sums:
+            part = torch.zeros(k, self.d, dtype=self.acc, device=self.dev)
+            part.index_add_(0, lab, xb if self.acc == xb.dtype else xb.to(self.acc))
+            cnt = torch.bincount(lab, minlength=k)
+        return lab, sqd, part, cnt, xsq
 
     def _pass(
-        self, src: Any, rows: Any, c: Any, *, sums: bool, parallel: bool, phase: str
-    ) -> tuple[Any, Any, Any, Any]:
+        self,
+        src: Any,
+        rows: Any,
+        c: Any,
+        *,
+        sums: bool,
+        dists: bool,
+        parallel: bool,
+        phase: str,
+        low: bool = False,
+        low_src: Any = None,
+    ) -> tuple[Any, Any, Any, Any, Any]:
         """Assign the rows ``rows`` of ``src`` (None: all of them) to their nearest centroid.
 
-        Returns labels, squared distances, and with ``sums`` the float64 per-centroid sums and counts.
+        ``low``: rank centroids by bfloat16 products (see _assign_block); ``low_src``: ``src``
+        already augmented (rows None only), made once for Lloyd's repeated passes over a sample.
+        Returns labels; with ``dists`` the squared distances and the rows' squared norms; with
+        ``sums`` the float64 per-centroid sums and the counts (None where not asked for).
         """
         torch = self.torch
         n = src.shape[0] if rows is None else rows.shape[0]
         k = c.shape[0]
         step = self._rows_per_block(k)
-        csq = torch.einsum("ij,ij->i", c, c)
+        csq = self._sqnorms(c)
+        c_low = self._augment(c, -0.5 * csq) if low else None
 
         def block(bounds: tuple[int, int]) -> tuple[Any, ...]:
             lo, hi = bounds
             xb = src[lo:hi] if rows is None else src.index_select(0, rows[lo:hi])
-            return self._assign_block(xb, c, csq, sums)
+            lb = None if low_src is None else low_src[lo:hi]
+            return self._assign_block(xb, c, csq, sums=sums, dists=dists, low=(lb, c_low) if low else None)
 
-        labels, sqds = [], []
+        labels, sqds, norms = [], [], []
         total = torch.zeros(k, self.d, dtype=torch.float64, device=self.dev) if sums else None
         counts = torch.zeros(k, dtype=torch.int64, device=self.dev) if sums else None
-        for lab, sqd, part, cnt in self._map(
+        for lab, sqd, part, cnt, xsq in self._map(
             block, [(s, min(s + step, n)) for s in range(0, n, step)], parallel
         ):
             labels.append(lab)
-            sqds.append(sqd)
+            if dists:
+                sqds.append(sqd)
+                norms.append(xsq)
             if sums:
                 total += part  # in block order: the same sums whatever the number of workers
                 counts += cnt
-        self._add(f"{phase}_gflop", 2e-9 * n * k * self.d)
-        return torch.cat(labels), torch.cat(sqds), total, counts
+        self._add(f"{phase}_gflop", 2e-9 * n * k * self.d)  # as float32 products would count
+        cat = torch.cat
+        return cat(labels), cat(sqds) if dists else None, total, counts, cat(norms) if dists else None
 
     # -- seeding and Lloyd ---------------------------------------------------------------------------
 
@@ -412,14 +486,17 @@ class _TorchKMeans:
         if 0 < dims < self.d and dims < m:
             # The sample's top principal subspace (randomized range finder, one power iteration):
             # distances between the sample's groups live there; a random projection to 64 dimensions
-            # blurred them (+1.3% inertia at 1M x 768, measured).
-            centred = sample - sample.mean(0, keepdim=True)
-            g = torch.from_numpy(rng.standard_normal((self.d, dims), dtype=np.float32)).to(self.dev)
+            # blurred them (+1.3% inertia at 1M x 768, measured). Products in bfloat16 where that is
+            # fast (an approximate subspace serves as well); QR in float32.
+            dt = torch.bfloat16 if self.low_precision else sample.dtype
+            centred = (sample - sample.mean(0, keepdim=True)).to(dt)
+            g = torch.from_numpy(rng.standard_normal((self.d, dims), dtype=np.float32)).to(self.dev, dt)
             y = centred @ g
             if self.s.seed_power:
                 y = centred @ (centred.T @ y)
-            q, _ = torch.linalg.qr(centred.T @ torch.linalg.qr(y)[0])  # [d, dims] basis of the range
-            z = sample @ q
+            basis = torch.linalg.qr(y.float())[0].to(dt)
+            q = torch.linalg.qr((centred.T @ basis).float())[0]  # [d, dims] basis of the range
+            z = (sample.to(dt) @ q.to(dt)).float()
         else:
             z = sample
         idx = _kmeans_plusplus_indices(
@@ -429,21 +506,36 @@ class _TorchKMeans:
         return sample.index_select(0, chosen)
 
     def _lloyd(self, xs: Any, c: Any, iters: int, parallel: bool) -> tuple[Any, int]:
-        """Lloyd's iterations on the rows of ``xs`` from centroids ``c``, until no label changes or
-        ``iters``. An empty cluster takes the point farthest from its centroid."""
+        """Lloyd's iterations on the rows of ``xs`` from centroids ``c``, until at most ``tol`` of the
+        labels change or ``iters``. An empty cluster takes the point farthest from its centroid.
+
+        With ``low_precision``, centroids are ranked by bfloat16 products (AMX: 6.6x float32 GEMM on
+        this machine): a near tie may go to the other centroid, which moves the training centroids a
+        little; the final assignment pass runs in float32 and its update step corrects them.
+        """
         torch = self.torch
+        low = self._augment(xs, 1.0) if self.low_precision else None
         prev = None
         done = 0
         while done < iters:
             done += 1
-            lab, sqd, sums, counts = self._pass(xs, None, c, sums=True, parallel=parallel, phase="train")
+            lab, _, sums, counts, _ = self._pass(
+                xs, None, c, sums=True, dists=False, parallel=parallel, phase="train", low=low is not None,
+                low_src=low,
+            )  # fmt: skip
             new = (sums / counts.clamp(min=1).unsqueeze(1)).to(c.dtype)
             empty = torch.nonzero(counts == 0)[:, 0]
-            if len(empty):
+            if len(empty):  # rare: only then the distances (one more pass)
+                _, sqd, _, _, _ = self._pass(
+                    xs, None, c, sums=False, dists=True, parallel=parallel, phase="train", low=low is not None,
+                    low_src=low,
+                )  # fmt: skip
                 far = torch.topk(sqd, len(empty)).indices
                 new[empty] = xs.index_select(0, far)
             c = new
-            if prev is not None and torch.equal(lab, prev):
+            # Stop when (almost) no label changed: with bfloat16 ranking a few near ties flip back
+            # and forth and the exact test would run every iteration.
+            if prev is not None and int((lab != prev).sum()) <= self.s.tol * len(lab):
                 break
             prev = lab
         return c, done
@@ -458,26 +550,40 @@ class _TorchKMeans:
         *,
         parallel: bool,
         update: bool,
-    ) -> tuple[Any, Any, Any]:
+        level: str,
+        norms: Any = None,
+    ) -> tuple[Any, Any, Any, float, Any]:
         """K-means of the rows ``rows`` of the matrix (None: all) into ``k`` clusters.
 
         Lloyd's iterations run on a sample of ``per_centroid`` points per centroid; one pass over all
         the points then assigns them, and with ``update`` moves each centroid to the mean of its
         members (a last Lloyd update step on all the data, free inside that pass: on the faiss
-        path's data it recovers most of what the sample loses). Returns centroids, labels and
-        squared distances whose sum is the inertia.
+        path's data it recovers most of what the sample loses).
+
+        ``norms``: the squared norms of all the matrix's rows, if known. Returns centroids, labels,
+        the inertia (about the returned centroids), and without ``update`` (where they are computed)
+        the squared distances to the centroids and the rows' squared norms, else None for both.
+
+        ``level`` names the phase timings in ``stats``: ``<level>_<step>_s``, wall seconds when the
+        step runs in the pool (``parallel``), else the CPU seconds of the worker thread (summed over
+        cells: they run in parallel).
         """
         torch = self.torch
         x = self.x
+        clock = time.perf_counter if parallel or self.cuda else time.thread_time
         n = self.n if rows is None else int(rows.shape[0])
         if k >= n:
             pts = x if rows is None else x.index_select(0, rows)
+            if update:
+                return pts.clone(), torch.arange(n, device=self.dev), 0.0, None, None
             return (
                 pts.clone(),
                 torch.arange(n, device=self.dev),
-                torch.zeros(n, dtype=x.dtype, device=self.dev),
+                0.0,
+                torch.zeros(n, device=self.dev),
+                self._sqnorms(pts),
             )
-        t0 = time.perf_counter()
+        t0 = clock()
         m = min(n, max(k, per_centroid * k))
         if m < n:
             pick = torch.from_numpy(np.sort(rng.choice(n, m, replace=False))).to(self.dev)
@@ -490,26 +596,41 @@ class _TorchKMeans:
             if ms == m
             else xs.index_select(0, torch.from_numpy(np.sort(rng.choice(m, ms, replace=False))).to(self.dev))
         )
-        t1 = time.perf_counter()
+        t1 = clock()
         c = self._seeds(sample, k, rng)
-        t2 = time.perf_counter()
+        t2 = clock()
         c, done = self._lloyd(xs, c, iters, parallel)
-        t3 = time.perf_counter()
-        lab, sqd, sums, counts = self._pass(x, rows, c, sums=update, parallel=parallel, phase="assign")
+        t3 = clock()
+        # bfloat16 ranking here too: a near tie (within ~1e-3 in squared distance) may go to the other
+        # centroid, which costs the inertia next to nothing; the sums, the means and the inertia
+        # below stay exact.
+        low = self.low_precision and (self.s.assign_low or not update)
+        dists = not update or norms is None  # distances only where needed: one less read of each row
+        lab, sqd, sums, counts, xsq = self._pass(
+            x, rows, c, sums=update, dists=dists, parallel=parallel, phase="assign", low=low
+        )
         if update:
             means = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp(min=1).unsqueeze(1), c.double())
-            # Each member's squared distance to the mean is its distance to c minus ||c - mean||^2
-            # on average over the cluster (Pythagoras), so the sum stays the exact inertia.
-            shift = ((c.double() - means) ** 2).sum(1)
-            sqd = sqd - shift.to(sqd.dtype)[lab]
+            # Inertia about the means: sum ||x||^2 - sum_j n_j ||mean_j||^2, exact in float64
+            # whatever precision ranked the centroids.
+            if norms is not None:
+                xsq = norms if rows is None else norms[rows]
+            norm_total = float(xsq.double().sum())
+            inertia = norm_total - float((counts.double() * (means * means).sum(1)).sum())
             c = means.to(c.dtype)
-        t4 = time.perf_counter()
-        self._add("sample_s", t1 - t0)
-        self._add("seed_s", t2 - t1)
-        self._add("train_s", t3 - t2)
-        self._add("assign_s", t4 - t3)
-        self._add("iterations", done)
-        return c, lab, sqd
+            sqd = xsq = None
+        else:
+            inertia = float(sqd.double().sum())
+        t4 = clock()
+        for step, seconds in (
+            ("sample", t1 - t0),
+            ("seed", t2 - t1),
+            ("train", t3 - t2),
+            ("assign", t4 - t3),
+        ):
+            self._add(f"{level}_{step}_s", seconds)
+        self._add(f"{level}_iterations", done)
+        return c, lab, inertia, sqd, xsq
 
     # -- the whole K-means ---------------------------------------------------------------------------
 
@@ -519,7 +640,7 @@ class _TorchKMeans:
         """Centroids, labels, inertia and the number of coarse cells (0: flat)."""
         torch = self.torch
         if not two_level:
-            c, lab, sqd = self.flat(
+            c, lab, inertia, _, _ = self.flat(
                 None,
                 k,
                 np.random.default_rng([seed, 0]),
@@ -527,11 +648,12 @@ class _TorchKMeans:
                 self.s.coarse_per_centroid,
                 parallel=True,
                 update=True,
+                level="flat",
             )
-            return c.cpu().numpy(), lab.cpu().numpy().astype(np.int64), float(sqd.double().sum()), 0
+            return c.cpu().numpy(), lab.cpu().numpy().astype(np.int64), inertia, 0
         t0 = time.perf_counter()
         n_coarse = min(k, max(2, round(self.s.coarse_factor * math.sqrt(k))))
-        _, clab, csqd = self.flat(
+        _, clab, _, csqd, norms = self.flat(
             None,
             n_coarse,
             np.random.default_rng([seed, 0]),
@@ -539,6 +661,7 @@ class _TorchKMeans:
             self.s.coarse_per_centroid,
             parallel=True,
             update=False,
+            level="coarse",
         )
         coarse = clab.cpu().numpy()
         sizes = np.bincount(coarse, minlength=n_coarse)
@@ -561,10 +684,18 @@ class _TorchKMeans:
         def leaf(c: int) -> tuple[int, Any, Any, Any, Any]:
             rows = torch.from_numpy(order[starts[c] : starts[c + 1]]).to(self.dev)
             rng = np.random.default_rng([seed, 1, c])
-            cent, lab, sqd = self.flat(
-                rows, int(fine_k[c]), rng, leaf_iters, per, parallel=False, update=True
+            cent, lab, inertia, _, _ = self.flat(
+                rows,
+                int(fine_k[c]),
+                rng,
+                leaf_iters,
+                per,
+                parallel=False,
+                update=True,
+                level="fine",
+                norms=norms,
             )
-            return c, rows, cent, lab, sqd
+            return c, rows, cent, lab, inertia
 
         t1 = time.perf_counter()
         cells = [c for c in range(n_coarse) if fine_k[c] > 0]
@@ -574,10 +705,10 @@ class _TorchKMeans:
         labels = torch.empty(self.n, dtype=torch.int64, device=self.dev)
         parts, inertia, offset = [], 0.0, 0
         for c in cells:  # cluster ids in coarse-cell order, whatever order the tasks finished in
-            rows, cent, lab, sqd = results[c]
+            rows, cent, lab, cell_inertia = results[c]
             labels[rows] = lab + offset
             parts.append(cent)
-            inertia += float(sqd.double().sum())
+            inertia += cell_inertia
             offset += cent.shape[0]
         self.stats["fine_s"] = time.perf_counter() - t1
         centroids = torch.cat(parts).cpu().numpy()
