@@ -185,8 +185,12 @@ def make_sampler(
     max_sequence_length: int,
     policy: str = "",
     policy_weights: str = "policy",
+    resolution: int | None = None,
 ):
-    """Load a generator folder (plus a policy artifact's weights) and wrap it in its family's sampler."""
+    """Load a generator folder (plus a policy artifact's weights) and wrap it in its family's sampler.
+
+    ``resolution``: items are generated at aspect-ratio buckets of this area (the profile's
+    ``image_size``; see :func:`onereward.generate.sampler.fit_size`) and mapped back to their size."""
     if family == "flux_fill":
         from onereward.generate.flux_sampler import FluxFillSampler
         from onereward.models import flux_fill
@@ -196,12 +200,14 @@ def make_sampler(
             from onereward.policy.artifact import apply_policy
 
             apply_policy(pipe, policy, weights=policy_weights)
-        return FluxFillSampler(pipe, max_sequence_length=max_sequence_length, batch_size=batch_size)
+        return FluxFillSampler(
+            pipe, max_sequence_length=max_sequence_length, batch_size=batch_size, resolution=resolution
+        )
     from onereward.generate.sd_sampler import SDInpaintSampler
     from onereward.models import sd_inpaint
 
     pipe = sd_inpaint.load(model_dir, dtype=dtype, device=device)
-    return SDInpaintSampler(pipe, batch_size=batch_size)
+    return SDInpaintSampler(pipe, batch_size=batch_size, resolution=resolution)
 
 
 def _resolve_device(device: str) -> str:
@@ -284,6 +290,7 @@ def run(
                     max_sequence_length=cfg.max_sequence_length,
                     policy=cfg.policy,
                     policy_weights=cfg.policy_weights,
+                    resolution=prof.image_size,
                 )
             with art.timer("generate_s"):
                 stats = _generate(sampler, plan, art.path, todo, cfg)
@@ -339,7 +346,7 @@ def plan_run(prof: Any, cfg: GenerateConfig, zoo: str | None, subset: str) -> Pl
         if sd_factor:
             from onereward.generate.sd_sampler import check_latent_mask
 
-            check_latent_mask(item, sd_factor, where="--subset item")
+            check_latent_mask(item, sd_factor, where="--subset item", resolution=prof.image_size)
     inputs = [source]
     if prof.model_ref(cfg.model_key).ref.startswith("zoo:"):
         from onereward.zoo import zoo_manifest
