@@ -110,12 +110,15 @@ def make_data(
 def dedup_rows(x: np.ndarray) -> np.ndarray:
     """Indices of the first copy of every distinct row (the stage dedups identical files the same way).
 
-    Rows are hashed by a float64 random projection, and rows sharing a hash are compared exactly.
+    Rows are hashed exactly (their 32-bit words times random odd 64-bit multipliers, summed with
+    wrap-around: a float projection can round identical rows differently), and rows sharing a hash
+    are compared exactly.
     """
-    h = np.empty(len(x), dtype=np.float32)
-    r = np.random.default_rng(12345).standard_normal(x.shape[1], dtype=np.float32)
+    mult = np.random.default_rng(12345).integers(1, 2**63, size=x.shape[1], dtype=np.uint64) | np.uint64(1)
+    h = np.empty(len(x), dtype=np.uint64)
     for s in range(0, len(x), 16384):  # small chunks: the peak RSS stays the data's
-        h[s : s + 16384] = x[s : s + 16384] @ r
+        words = x[s : s + 16384].view(np.uint32).astype(np.uint64)
+        h[s : s + 16384] = (words * mult).sum(axis=1, dtype=np.uint64)
     _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     keep = np.ones(len(x), dtype=bool)
     dup = np.flatnonzero(first[inverse] != np.arange(len(x)))
@@ -485,7 +488,7 @@ def summarise(args: argparse.Namespace, results: list[dict], load: tuple, gen_s:
         note = r["fallback"] or ("" if r["load_average"][0] < 1.5 else f"load {r['load_average'][0]}")
         peak = r["peak_rss_clustering_gb"] if r["peak_rss_clustering_gb"] is not None else r["peak_rss_gb"]
         rows.append([r["path"], r["backend"], r["kmeans_s"], r["kmeans_cpu_s"], speedup, peak,
-                     r["gpu_peak_gb"] if r["gpu_peak_gb"] is not None else "-", r["inertia"],
+                     r["gpu_peak_gb"] if r["gpu_peak_gb"] is not None else "-", f"{r['inertia']:,.0f}",
                      _cov(r, "overall"), note])  # fmt: skip
     print_table(
         f"select clustering: {args.n} x {args.dim} -> {args.k} ({'per task' if args.per_task else 'whole pool'}), "

@@ -206,11 +206,13 @@ def test_fallback_when_the_gpu_runs_out_of_memory(data, monkeypatch):
     assert np.array_equal(r.labels, C.kmeans(data, 40, backend="torch", seed=0, device="cpu").labels)
 
 
-def test_resolve_device():
+def test_resolve_device(data):
     assert C.resolve_device("cpu") == ("cpu", "")
     for bad in ("gpu", "cuda:x", "CUDA", "cuda:"):
         with pytest.raises(InputError, match="device: expected auto, cpu, cuda or cuda:N"):
             C.resolve_device(bad)
+        with pytest.raises(InputError, match="device: expected auto, cpu, cuda or cuda:N"):
+            C.kmeans(data, 4, backend="faiss", device=bad)  # refused whatever the engine
 
 
 def test_limit_threads_caps_the_torch_workers(data):

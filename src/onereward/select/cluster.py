@@ -3,30 +3,38 @@
 Three K-means engines:
 
 - ``sklearn``: scikit-learn ``MiniBatchKMeans`` (small pools; no extra native dependency).
-- ``torch``: this module's own K-means on torch tensors, on the CPU or a CUDA device (large pools;
-  the default from ``faiss_min_items`` points). One code path for both devices, so the CPU tests
-  prove the GPU logic; a missing or too small GPU falls back to the CPU and says so.
+- ``torch``: this module's K-means on torch tensors, on the CPU or a CUDA device (the default from
+  ``faiss_min_items`` points). One code path for both devices, so the CPU tests prove the GPU logic;
+  a missing GPU, or one that runs out of memory, falls back to the CPU and says so.
 - ``faiss``: ``faiss.Kmeans`` seeded by k-means++ on a sample: the engine before issue 17, kept
-  unchanged so that benchmarks compare against it in the same run.
+  unchanged so that benchmarks can compare against it in the same run.
 
-For many clusters (``k >= two_level_min_k``) all run two-level: about 2*sqrt(k) coarse clusters,
-then each coarse cluster is split into fine clusters (summing to k). Training and assigning a
-million points to 10,000 flat centroids costs ~10^13 flops; two levels cost ~100x less, at a small
-inertia price (measured in benchmarks/bench_select_clustering.py).
+For many clusters (``k >= two_level_min_k``) all run two-level: coarse clusters, then each coarse
+cell is split into fine clusters (summing to k). Training and assigning a million points to 10,000
+flat centroids costs ~10^13 flops; two levels cost ~100x less.
 
-Where the faiss two-level path spent its time at 1,000,000 x 768 -> 10,000 (one thread, measured
-with ``benchmarks/bench_select_clustering.py --phases``): 55% training fine clusters on every member
-of their coarse cell (3.5 TFLOP: cells are uneven, 558 to 62,419 points, and the cost of a cell grows
-with the square of its size), 16% k-means++ seeding (thousands of memory-bound matrix-vector products),
-9% the inertia pass, 7% gathering cell members, 9% assignment passes. The torch engine trains each
-cell on a sample of 32 points per centroid and then makes one update step on all members (inside its
-single assignment pass), seeds with k-means++ in a 64-dimensional random projection, takes the
-inertia from the assignment distances, gives each cell fine clusters in proportion to its inertia
-(not its size: that lowered inertia and coverage distance), and runs cells in a thread pool of
-single-threaded tasks (no OpenMP barriers to spin on when a shared machine's cores are busy).
+Where the faiss path spends its time at 1,000,000 x 768 -> 10,000 (one thread, 62 s; measured with
+``benchmarks/bench_select_clustering.py --phases``): 51% training the fine clusters on every member
+of their cell (3.5 TFLOP: cells are uneven, 558 to 62,419 points, and a cell's cost grows with the
+square of its size), 16% k-means++ seeding (10,000 steps of memory-bound matrix-vector products in
+768 dimensions), 9% the inertia pass, 7% gathering cell members, 9% assignment passes, 8% the coarse
+level. With 2 OpenMP threads on a busy 2-core machine it is slower still: threads spin at barriers.
 
-Everything is seeded; the same data and seed give the same clusters (on the CPU, whatever the number
-of threads).
+The torch engine changes what costs most:
+
+- fine cells train on a sample of 32 members per centroid; the single pass that then assigns all
+  members also makes one update step with their exact sums (the sample's centroid error mostly goes);
+- Lloyd's products are bfloat16 where that is fast (AMX: 6.6x float32 GEMM here; CUDA): centroids are
+  ranked with bfloat16, while sums, means and the inertia stay float32/float64;
+- seeds: k-means++ in the cell's 64-dimensional principal subspace, its loop in numpy;
+- 4*sqrt(k) coarse cells (not 2*sqrt(k)), each given fine clusters in proportion to its inertia
+  rather than its size (k-means distortion falls about as k^(-2/d): equal marginal gains put clusters
+  where the spread is): lower inertia and lower coverage distance, and less work on the largest cells;
+- the inertia comes from the sums (sum ||x||^2 - sum n_j ||mean_j||^2), not from another pass;
+- on the CPU a pool of single-threaded tasks (no OpenMP barriers to spin on when the cores are busy).
+
+Everything is seeded; the same data and seed give the same clusters (on the CPU, whatever the
+number of threads).
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ import contextvars
 import math
 import os
 import re
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -274,14 +284,19 @@ class TorchSettings:
     allocate: str = "inertia"  # fine clusters per coarse cell in proportion to its "inertia" or "count"
 
 
+def check_device(device: str) -> None:
+    """Refuse a device name other than ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (InputError)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+        raise InputError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+
+
 def resolve_device(device: str = "auto") -> tuple[str, str]:
     """The torch device to cluster on and, when it differs from the request, why.
 
     ``auto``: the first CUDA device when torch sees one, else the CPU; ``cpu``; ``cuda`` or
     ``cuda:N``: that GPU, or the CPU with the reason when torch sees no such device.
     """
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
-        raise InputError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    check_device(device)
     if device == "cpu":
         return "cpu", ""
     import torch
@@ -340,8 +355,11 @@ class _TorchKMeans:
         self.torch = torch
         self.dev = torch.device(device)
         self.cuda = self.dev.type == "cuda"
-        # CPU: shares the numpy buffer (no copy). CUDA: one copy of the matrix on the device.
-        self.x = torch.from_numpy(x).to(self.dev)
+        # CPU: shares the numpy buffer (no copy; never written, so a read-only array is fine and its
+        # warning is noise). CUDA: one copy of the matrix on the device.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.x = torch.from_numpy(x).to(self.dev)
         self.n, self.d = x.shape
         self.s = settings
         self.workers = 1 if self.cuda else max(1, workers)
@@ -355,6 +373,7 @@ class _TorchKMeans:
         self.acc = torch.float64 if self.cuda else torch.float32
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         self.stats: dict[str, float] = {}
+        self._lock = threading.Lock()
         self.low_precision = _low_precision(settings.train_dtype, self.dev)
 
     def close(self) -> None:
@@ -362,7 +381,8 @@ class _TorchKMeans:
             self.pool.shutdown()
 
     def _add(self, key: str, value: float) -> None:
-        self.stats[key] = self.stats.get(key, 0.0) + value
+        with self._lock:  # cells report from several threads
+            self.stats[key] = self.stats.get(key, 0.0) + value
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any], parallel: bool) -> Iterator[Any]:
         if self.pool is None or not parallel or len(items) < 2:
@@ -474,11 +494,12 @@ class _TorchKMeans:
 
     def _seeds(self, sample: Any, k: int, rng: np.random.Generator) -> Any:
         """Greedy k-means++ (``seed_trials`` candidates per step, the one lowering the potential most)
-        on the rows of ``sample``, with distances in a random projection to ``seed_dims`` dimensions.
+        on the rows of ``sample``, with distances in the sample's top ``seed_dims``-dimensional
+        principal subspace.
 
         Its k sequential steps each read the whole sample: in 768 dimensions that is memory-bound
-        (16% of the faiss path's time); 64 dimensions are 12x less to read and stay in cache. Seeds
-        only start Lloyd's iterations, which run in full dimension.
+        (the faiss path spent 14% of its time seeding); 64 dimensions are 12x less to read and stay in
+        cache. Seeds only start Lloyd's iterations, which run in full dimension.
         """
         torch = self.torch
         m = sample.shape[0]
@@ -511,7 +532,7 @@ class _TorchKMeans:
 
         With ``low_precision``, centroids are ranked by bfloat16 products (AMX: 6.6x float32 GEMM on
         this machine): a near tie may go to the other centroid, which moves the training centroids a
-        little; the final assignment pass runs in float32 and its update step corrects them.
+        little; the update step of the final pass (float32 sums over all members) corrects that.
         """
         torch = self.torch
         low = self._augment(xs, 1.0) if self.low_precision else None
@@ -805,6 +826,7 @@ def kmeans(
     """
     if two_level not in TWO_LEVEL:
         raise InputError(f"two_level: expected one of {', '.join(TWO_LEVEL)}, got {two_level!r}")
+    check_device(device)
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
