@@ -55,7 +55,7 @@ def build_preferences(root: Path, n_items: int, seed: int) -> Path:
 
         write_oracle_preferences(root / "candidates", root / "preferences")
         return root / "preferences"
-    run_export(str(root / "candidates"), str(root / "project"))
+    run_export(str(root / "candidates"), str(root / "project"), offline=True)
     run_simulate(str(root / "project"), str(root / "annotations"), noise=0.0, seed=seed)
     run_import(str(root / "annotations"), str(root / "preferences"))
     return root / "preferences"

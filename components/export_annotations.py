@@ -25,6 +25,7 @@ def export_annotations(
     report: Output[HTML],
     metrics: Output[Metrics],
     label_studio_url: str = "",
+    offline: bool = False,
     document_root: str = "",
     image_url_prefix: str = "",
     s3_endpoint: str = "",

@@ -355,6 +355,8 @@ def train(p: Params) -> None:
     # evaluation's blind A/B project.
     defaults={
         "export_project_title": "onereward-demo",
+        # The embedded demo has no Label Studio: simulated annotators answer tasks.json.
+        "export_offline": True,
         "reward_max_steps": 400,
         "evaluate_human": "simulate",
         # Until the tiny generators are trained (issue 11), the demo's reward model compares noise

@@ -14,7 +14,7 @@ from onereward.cli import main
 
 def test_cli_chain_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cands = synthetic_candidates(tmp_path, n_items=6, seed=2)
-    assert main(["export", "--candidates", str(cands), "--out", str(tmp_path / "project")]) == 0
+    assert main(["export", "--candidates", str(cands), "--out", str(tmp_path / "project"), "--offline"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["n_tasks"] == 6 and exported["online"] is False
     assert (
@@ -69,7 +69,7 @@ def test_a_bad_setting_flag_is_one_line_naming_the_flag(
 ) -> None:
     cands = synthetic_candidates(tmp_path, n_items=3, seed=1)
     capsys.readouterr()  # the fixture's log lines
-    args = ["export", "--candidates", str(cands), "--out", str(tmp_path / "p"), "--chunk-size", "0"]
+    args = ["export", "--candidates", str(cands), "--out", str(tmp_path / "p"), "--offline", "--chunk-size", "0"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--chunk-size" in err and ">= 1" in err

@@ -34,7 +34,7 @@ def candidates(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def project(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("annotate-offline-project") / "project"
-    run_export(str(candidates), str(out))
+    run_export(str(candidates), str(out), offline=True)
     return out
 
 
@@ -123,7 +123,7 @@ def test_export_is_deterministic_and_has_no_secrets(
 ) -> None:
     secret = "s3cr3t-token-4f9a0c1d2e"
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", secret)
-    run_export(str(candidates), str(tmp_path / "again"))
+    run_export(str(candidates), str(tmp_path / "again"), offline=True)
     assert (tmp_path / "again" / "tasks.json").read_text() == (project / "tasks.json").read_text()
     files = [p for p in (tmp_path / "again").rglob("*") if p.is_file()]
     assert len(files) > 5
@@ -134,7 +134,7 @@ def test_export_is_deterministic_and_has_no_secrets(
 
 
 def test_oracle_predictions_are_valid_answers(candidates: Path, tmp_path: Path) -> None:
-    run_export(str(candidates), str(tmp_path / "p"), predictions="oracle")
+    run_export(str(candidates), str(tmp_path / "p"), predictions="oracle", offline=True)
     for t in json.loads((tmp_path / "p" / "tasks.json").read_text()):
         (pred,) = t["predictions"]
         choices, problems = validate_annotation(t["data"], pred)
@@ -220,13 +220,21 @@ def test_mask_overlay_tints_only_the_mask() -> None:
 
 def test_bad_inputs_name_the_input(candidates: Path, project: Path, tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ArtifactError, match="--candidates"):
-        run_export(str(project), str(tmp_path / "x"))  # a project is not a candidates artifact
+        run_export(str(project), str(tmp_path / "x"), offline=True)  # a project is not a candidates artifact
     with pytest.raises(InputError, match="--predictions"):
-        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model")
+        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model", offline=True)
     with pytest.raises(InputError, match="no annotations"):
         run_import(str(project), str(tmp_path / "x"))
     with pytest.raises(InputError, match="--annotators"):
         run_simulate(str(project), str(tmp_path / "x"), annotators=0)
+    # no run creates no tasks silently: without a server, offline must be said
+    with pytest.raises(
+        InputError,
+        match=r"export.label_studio_url \(--label-studio-url\): expected the Label Studio URL, or offline true",
+    ):
+        run_export(str(candidates), str(tmp_path / "x"))
+    with pytest.raises(InputError, match=r"export.offline \(--offline\): offline and a label_studio_url"):
+        run_export(str(candidates), str(tmp_path / "x"), offline=True, label_studio_url="http://127.0.0.1:9")
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     with pytest.raises(InputError, match="LABEL_STUDIO_API_KEY"):
         run_export(str(candidates), str(tmp_path / "x"), label_studio_url="http://127.0.0.1:9")
@@ -239,7 +247,9 @@ def test_reward_model_predictions_are_valid_answers(candidates: Path, tmp_path: 
     vlm = load_profile("tiny").resolve_model("reward_model", tiny_zoo)
     one_per_task = {r["task"]: r["item_id"] for r in read_table(candidates / "items.parquet")}
     small = subset_candidates(candidates, tmp_path / "small", sorted(one_per_task.values()))
-    run_export(str(small), str(tmp_path / "p"), predictions="reward_model", reward_model=str(vlm))
+    run_export(
+        str(small), str(tmp_path / "p"), predictions="reward_model", reward_model=str(vlm), offline=True
+    )
     tasks_json = json.loads((tmp_path / "p" / "tasks.json").read_text())
     for t in tasks_json:
         (pred,) = t["predictions"]
@@ -248,7 +258,7 @@ def test_reward_model_predictions_are_valid_answers(candidates: Path, tmp_path: 
         assert not problems and set(choices) == set(t["data"]["dimensions"])
         assert all(best != worst for best, worst in choices.values())
     with pytest.raises(InputError, match="--reward-model"):
-        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model")
+        run_export(str(candidates), str(tmp_path / "x"), predictions="reward_model", offline=True)
 
 
 def _removal_task(task_id: int, anns: list[dict], **data_over: object) -> dict:

@@ -50,6 +50,7 @@ def test_offline_chain_through_the_components(candidates: Path, tmp_path: Path) 
         project=project,
         report=report,
         metrics=metrics,
+        offline=True,
         project_title="components",
         chunk_size=7,
     )
@@ -90,9 +91,10 @@ def test_components_pass_their_settings_unchanged(candidates: Path, tmp_path: Pa
         project=project,
         report=report,
         metrics=metrics,
+        offline=True,
         predictions="oracle",
     )
-    run_export(str(candidates), str(tmp_path / "direct-project"), predictions="oracle")
+    run_export(str(candidates), str(tmp_path / "direct-project"), predictions="oracle", offline=True)
     assert (Path(project.path) / "tasks.json").read_bytes() == (
         tmp_path / "direct-project" / "tasks.json"
     ).read_bytes()
@@ -115,6 +117,7 @@ def test_a_bad_parameter_names_its_setting(candidates: Path, tmp_path: Path) -> 
             project=project,
             report=report,
             metrics=metrics,
+            offline=True,
             chunk_size=0,
         )
     annotations, report, metrics = _outputs(tmp_path, "annotations")
@@ -148,7 +151,7 @@ def test_export_component_keeps_its_parameter_list() -> None:
     their defaults in a pipeline run."""
     params = list(inspect.signature(export_annotations.python_func).parameters)[4:]
     assert params == [
-        "label_studio_url", "document_root", "image_url_prefix", "s3_endpoint", "project_title",
+        "label_studio_url", "offline", "document_root", "image_url_prefix", "s3_endpoint", "project_title",
         "project_version", "predictions", "overlap", "chunk_size",
     ]  # fmt: skip
     assert list(inspect.signature(simulate_annotations.python_func).parameters)[4:] == [

@@ -46,6 +46,8 @@ CLI_CONFIGS = {
     "train-policy": PolicyConfig,
     "evaluate": EvaluateConfig,
 }
+# Settings a class demands a choice for (export: a Label Studio URL, or offline said explicitly).
+NEEDED = {"ExportConfig": {"offline": True}}
 # Component parameters that are not settings (inputs the stage gets besides its config).
 NOT_SETTINGS = {"profile"}
 
@@ -66,7 +68,9 @@ def test_component_parameters_mirror_their_config(prefix: str) -> None:
     for name, spec in component.component_spec.inputs.items():
         if spec.type not in KFP_TYPE.values() or name in NOT_SETTINGS:
             continue  # artifacts, the profile
-        assert name in {f.name for f in cls.fields()}, f"{prefix}: parameter {name} is not a {cls.__name__} field"
+        assert name in {f.name for f in cls.fields()}, (
+            f"{prefix}: parameter {name} is not a {cls.__name__} field"
+        )
         typ = _base_type(cls.field_type(name))
         assert spec.type == KFP_TYPE[typ], (prefix, name, spec.type, typ)
         assert spec.default == kfp_default(cls, name), (prefix, name, spec.default)
@@ -92,6 +96,7 @@ def test_pipeline_stage_parameters_mirror_the_components(name: str) -> None:
             assert name == "end_to_end" and pname in (
                 "reward_max_steps",
                 "export_project_title",
+                "export_offline",
                 "evaluate_human",
                 "policy_gate_override",
             ), pname
@@ -114,7 +119,7 @@ def test_every_field_is_typed_documented_and_valid_by_default(cls: type[Config])
     for f in cls.fields():
         assert f.metadata["help"] and "\n" not in f.metadata["help"], f.name
         assert _base_type(hints[f.name]) in (int, float, str, bool), (f.name, hints[f.name])
-    cls()  # the defaults pass the checks
+    cls(**NEEDED.get(cls.__name__, {}))  # the defaults pass the checks (with the choices a class demands)
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
@@ -146,7 +151,9 @@ def test_overrides_replace_fields_and_unknown_names_are_errors() -> None:
     assert cfg.num_candidates == prof.generate.num_candidates  # the profile's, not the class default
     with pytest.raises(ConfigError, match=r"generate.max_step \(--max-step\): unknown setting"):
         GenerateConfig.resolve(prof.generate, {"max_step": 3})
-    with pytest.raises(ConfigError, match=r"generate.min_steps \(--min-steps\): need 1 <= min_steps <= max_steps"):
+    with pytest.raises(
+        ConfigError, match=r"generate.min_steps \(--min-steps\): need 1 <= min_steps <= max_steps"
+    ):
         GenerateConfig.resolve(prof.generate, {"min_steps": 30})
     with pytest.raises(ConfigError, match=r"generate.cfg_min .*expected a number, got 'x'"):
         GenerateConfig.resolve(prof.generate, {"cfg_min": "x"})

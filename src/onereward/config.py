@@ -134,11 +134,12 @@ class Config:
         for name in given:
             if name not in known:
                 raise ConfigError(cls.section, name, f"unknown setting (known: {', '.join(sorted(known))})")
-        start = base if base is not None else cls()
-        if not isinstance(start, cls):
-            raise TypeError(f"resolve: base must be a {cls.__name__}, got {type(start).__name__}")
         changes = {k: v for k, v in given.items() if v is not None}
-        return dataclasses.replace(start, **changes) if changes else start
+        if base is None:  # the defaults with the overrides, checked together (a default may need one)
+            return cls(**changes)
+        if not isinstance(base, cls):
+            raise TypeError(f"resolve: base must be a {cls.__name__}, got {type(base).__name__}")
+        return dataclasses.replace(base, **changes) if changes else base
 
     @classmethod
     def from_profile_section(cls, data: Any, where: str):

@@ -50,7 +50,7 @@ def rel_world(tmp_path_factory: pytest.TempPathFactory, tiny_zoo: Path) -> dict[
     _ok(["select", "--pool", w["pool"], "--out", w["subset"], "--size", "8", "--zoo", tiny_zoo,
          "--cache-dir", w["cache"], "--no-progress"])  # fmt: skip
     _ok(["synth-candidates", "--items", w["subset"], "--out", w["candidates"], "--per-item", "3"])
-    _ok(["export", "--candidates", w["candidates"], "--out", w["project"]])
+    _ok(["export", "--candidates", w["candidates"], "--out", w["project"], "--offline"])
     _ok(["simulate-annotations", "--project", w["project"], "--out", w["annotations"], "--annotators", "2"])
     _ok(["import", "--project", w["annotations"], "--out", w["preferences"]])
     make_reward_model_artifact(w["reward_model"], zoo=tiny_zoo, accuracy=0.8)

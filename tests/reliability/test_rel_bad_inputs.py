@@ -79,7 +79,7 @@ STAGE_INPUTS: list[StageInput] = [
                lambda w, i, o: ["generate-merge", "--shards", i, "--out", o],
                (("--shards",), "--shards")),
     StageInput("export", "--candidates", "candidates",
-               lambda w, i, o: ["export", "--candidates", i, "--out", o],
+               lambda w, i, o: ["export", "--candidates", i, "--out", o, "--offline"],
                (("--chunk-size", "0"), "export.chunk_size (--chunk-size)")),
     StageInput("simulate-annotations", "--project", "project",
                lambda w, i, o: ["simulate-annotations", "--project", i, "--out", o],

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export_annotations: put candidates into Label Studio (best/worst per dimension)",
         description="Create or reuse Label Studio projects (one per dimension set, titled "
         "'<title> <version> [<set>]') and import one task per item; reruns add no duplicate tasks. "
-        "Without --label-studio-url the task list is written offline (tasks.json). Images are served "
+        "With --offline instead of a URL the task list is written to tasks.json (a URL or --offline is required: no run creates no tasks silently). Images are served "
         f"from --document-root (default: ${DOCUMENT_ROOT_ENV}) or from --image-url-prefix: s3:// "
         "prefixes are uploaded by export with boto3's credentials (AWS_ACCESS_KEY_ID / "
         "AWS_SECRET_ACCESS_KEY; MinIO with --s3-endpoint), gs:// prefixes must hold the artifact's "

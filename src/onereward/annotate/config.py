@@ -19,7 +19,10 @@ class ExportConfig(Config):
     section: ClassVar[str] = "export"
 
     label_studio_url: str = setting(
-        "", "Label Studio URL, e.g. http://127.0.0.1:8080 ('' = offline: tasks.json only)."
+        "", "Label Studio URL, e.g. http://127.0.0.1:8080 (required unless offline)."
+    )
+    offline: bool = setting(
+        False, "No server: write the tasks to tasks.json for simulated annotators (the embedded demo)."
     )
     document_root: str = setting(
         "",
@@ -45,6 +48,17 @@ class ExportConfig(Config):
     timeout: float = setting(120.0, "Seconds to wait for each Label Studio answer before retrying.")
 
     def validate(self) -> None:
+        # No run may create no tasks silently: a missing URL is an error unless offline is explicit.
+        self.require(
+            bool(self.label_studio_url) or self.offline,
+            "label_studio_url",
+            "expected the Label Studio URL, or offline true to write tasks.json only",
+        )
+        self.require(
+            not (self.offline and self.label_studio_url),
+            "offline",
+            f"offline and a label_studio_url ({self.label_studio_url}) exclude each other",
+        )
         self.require(
             not self.image_url_prefix or self.image_url_prefix.startswith(IMAGE_URL_SCHEMES),
             "image_url_prefix",

@@ -48,6 +48,7 @@ def export_config(cfg: EvaluateConfig) -> ExportConfig:
     """The export settings of the A/B project (the overlap is the number of annotators)."""
     return ExportConfig(
         label_studio_url=cfg.label_studio_url,
+        offline=not cfg.label_studio_url,  # the A/B project lives in the artifact without a server
         document_root=cfg.document_root,
         project_title=cfg.project_title,
         project_version=cfg.project_version,
