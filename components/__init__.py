@@ -21,6 +21,10 @@ GLOSSARY: dict[str, str] = {
     "reward_model": "Reward model artifact: HF folder, query template, test accuracy per task x dimension.",
     "policy": "Policy artifact (train_policy): LoRA or full weights of the generator plus their EMA.",
     "references": "Reference rollouts of the frozen base (a candidates artifact made by policy_references).",
+    "num_nodes": "Training nodes: above 1 (or gpus_per_node above 1) the step runs as a Kubeflow Trainer TrainJob.",
+    "gpus_per_node": "GPUs per training node: above 1 the step runs as a TrainJob (one process per GPU).",
+    "run_id": "The KFP run id (wired by the pipeline): names the TrainJob, so a retried step reattaches.",
+    "task_id": "The KFP task id (wired by the pipeline).",
     "report": "The stage's report.html (tables, plots, image grids).",
     "metrics": "The stage's scalar metrics (metrics.json, nested keys joined with dots).",
 }

@@ -55,15 +55,30 @@ def train_policy(
     gate_threshold: float = 0.6,
     gate_override: bool = False,
     checkpoint_dir: str = "",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    run_id: str = "",
+    task_id: str = "",
 ):
+    from onereward.cluster.launch import distributed, launch_distributed
     from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
     from onereward.policy.config import PolicyConfig
     from onereward.policy.stage import run
 
     settings = from_kfp(PolicyConfig, locals())
-    run(
-        subset.path, reward_model.path, policy.path, profile=profile, zoo=zoo.path,
-        references=references.path if references is not None else None, **settings,
-    )  # fmt: skip
+    if distributed(num_nodes, gpus_per_node):  # the same stage as a TrainJob on the cluster's GPUs
+        inputs = {"subset": subset.path, "reward-model": reward_model.path, "zoo": zoo.path}
+        if references is not None:
+            inputs["references"] = references.path
+        job = launch_distributed(
+            "train-policy", inputs, PolicyConfig, settings, profile=profile, out=policy.path,
+            num_nodes=num_nodes, gpus_per_node=gpus_per_node, run_id=run_id, task_id=task_id,
+        )  # fmt: skip
+        policy.metadata["trainjob"] = job.handle
+    else:
+        run(
+            subset.path, reward_model.path, policy.path, profile=profile, zoo=zoo.path,
+            references=references.path if references is not None else None, **settings,
+        )  # fmt: skip
     publish(policy, report, metrics)

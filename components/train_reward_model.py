@@ -31,13 +31,25 @@ def train_reward_model(
     seed: int = 0,
     test_fraction: float = 0.2,
     checkpoint_dir: str = "",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    run_id: str = "",
+    task_id: str = "",
 ):
+    from onereward.cluster.launch import distributed, launch_distributed
     from onereward.config import from_kfp
     from onereward.kfp_outputs import publish
     from onereward.reward.config import RewardConfig
     from onereward.reward.stage import run
 
-    run(
-        preferences.path, reward_model.path, profile=profile, zoo=zoo.path, **from_kfp(RewardConfig, locals())
-    )
+    settings = from_kfp(RewardConfig, locals())
+    if distributed(num_nodes, gpus_per_node):  # the same stage as a TrainJob on the cluster's GPUs
+        job = launch_distributed(
+            "train-reward", {"preferences": preferences.path, "zoo": zoo.path}, RewardConfig, settings,
+            profile=profile, out=reward_model.path, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            run_id=run_id, task_id=task_id,
+        )  # fmt: skip
+        reward_model.metadata["trainjob"] = job.handle
+    else:
+        run(preferences.path, reward_model.path, profile=profile, zoo=zoo.path, **settings)
     publish(reward_model, report, metrics)

@@ -30,6 +30,8 @@ from onereward_kfp.components.evaluate import evaluate
 from onereward_kfp.components.export_annotations import export_annotations
 from onereward_kfp.components.generate_candidates import generate_candidates
 from onereward_kfp.components.import_annotations import import_annotations
+from onereward_kfp.components.import_models import import_models
+from onereward_kfp.components.launch_training import cleanup_trainjobs
 from onereward_kfp.components.merge_candidates import merge_candidates, plan_shards
 from onereward_kfp.components.policy_references import policy_references
 from onereward_kfp.components.select_subset import select_subset
@@ -63,11 +65,53 @@ SHARED_PARAMETERS: dict[str, tuple[type, Any, str]] = {
         "Profile: tiny (embedded default), full (GPU cluster) or a YAML path in the image.",
     ),
     "seed": (int, 0, "Seed of every stochastic step."),
+    # Placement of the model steps (select, generate, reward, policy, evaluate); see _model_step.
+    "gpu_type": (str, "nvidia.com/gpu", "Accelerator resource the model steps request."),
+    "gpus": (
+        int,
+        0,
+        "Accelerators per model step: 0 = CPU only (the tiny profile), 1 for the full profile.",
+    ),
+    "gpu_node_selector": (
+        dict,
+        {},
+        'Node selector of the model steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.',
+    ),
+    "gpu_tolerations": (
+        list,
+        [],
+        'Tolerations of the model steps, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
+    ),
 }
 # Component parameters the pipelines set themselves (never pipeline parameters).
-WIRED = {"generate": ("shard",)}
+WIRED = {
+    "generate": ("shard",),
+    # The KFP run and task ids name a training step's TrainJob (a retried step reattaches to it).
+    "reward": ("run_id", "task_id"),
+    "policy": ("run_id", "task_id"),
+}
+IDS = {"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "task_id": dsl.PIPELINE_TASK_ID_PLACEHOLDER}
 
 _KFP_TYPES = {"Integer": int, "Float": float, "String": str, "Boolean": bool}
+
+# Volumes from manifests/base (kustomize): the models' Hugging Face cache (filled once by the
+# import_models pipeline) and training checkpoints that outlive a pod.
+MODELS_PVC, MODELS_MOUNT = "onereward-models", "/models"
+CHECKPOINTS_PVC, CHECKPOINTS_MOUNT = "onereward-checkpoints", "/checkpoints"
+SHARED_PVC, SHARED_MOUNT = "onereward-artifacts", "/shared"  # a TrainJob's inputs and output
+HF_TOKEN_SECRET = "huggingface-token"
+
+# Caching per step (KFP reuses a step's outputs when its inputs and parameters are unchanged):
+STEP_CACHING: dict[str, str] = {
+    "build_zoo": "on: a pure function of the profile and seed",
+    "synthesize_pool": "on: a pure function of its settings",
+    "select_subset": "on: deterministic for the pool, models and settings",
+    "plan_shards / generate_candidates / merge_candidates": "on: per-candidate seeds; rerunning gives the same bytes",
+    "export_annotations / simulate_annotations / import_annotations": "off: they read or change the Label Studio server's state",
+    "train_reward_model / policy_references / train_policy": "on: seeded; retried steps resume from their checkpoints",
+    "evaluate": "on, unless it talks to Label Studio (human A/B): then off like the annotation steps",
+    "import_models": "off: it checks the hub for the models each time (files already there are not fetched)",
+}
 
 
 def stage_parameters(prefix: str) -> dict[str, tuple[type, Any, str]]:
@@ -116,12 +160,13 @@ def stage_pipeline(
     inputs: Mapping[str, tuple[type, Any, str]] | None = None,
     extra: Mapping[str, tuple[type, Any, str]] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    shared: bool = True,
 ) -> Callable[[Callable[[Params], None]], Any]:
     """Make a KFP pipeline from ``build(params)``: its signature is ``inputs`` (required when the
     default is ``inspect.Parameter.empty``), the shared parameters, the derived parameters of
     ``stages`` and ``extra`` ones; ``defaults`` overrides derived defaults for this pipeline
     (e.g. fewer reward steps in the demo). The docstring documents every parameter for the UI."""
-    table: dict[str, tuple[type, Any, str]] = {**(inputs or {}), **SHARED_PARAMETERS}
+    table: dict[str, tuple[type, Any, str]] = {**(inputs or {}), **(SHARED_PARAMETERS if shared else {})}
     for prefix in stages:
         table.update(stage_parameters(prefix))
     table.update(extra or {})
@@ -165,12 +210,43 @@ def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
         task, secret_name=LABEL_STUDIO_SECRET, secret_key_to_env=LABEL_STUDIO_SECRET_KEYS, optional=True
     )
     task.set_caching_options(enable_caching=False)
+    # A flaky or restarting server: retry with backoff (the stages are idempotent on rerun).
+    task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
     return task
 
 
-def _gpu(task: dsl.PipelineTask, cpu: str = "8", memory: str = "64G") -> dsl.PipelineTask:
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+def _gpu(task: dsl.PipelineTask, p: Params, cpu: str = "8", memory: str = "64G") -> dsl.PipelineTask:
+    """A model step: the accelerators, node selector and tolerations of the pipeline parameters,
+    a memory-backed /dev/shm (DataLoader workers, NCCL), scratch space for temporary files, and
+    the models volume holding the Hugging Face cache (read offline)."""
+    task.set_accelerator_type(p["gpu_type"]).set_accelerator_limit(p["gpus"])
     task.set_cpu_limit(cpu).set_memory_limit(memory)
+    kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
+    kubernetes.add_toleration_json(task, p["gpu_tolerations"])
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi"
+    )
+    # Ephemeral storage for temporary files (KFP sets no container ephemeral-storage request; a
+    # generic ephemeral volume gives the step its own scratch space, freed with the pod).
+    kubernetes.add_ephemeral_volume(
+        task, volume_name="scratch", mount_path="/scratch", access_modes=["ReadWriteOnce"], size="100Gi"
+    )
+    task.set_env_variable("TMPDIR", "/scratch")
+    kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
+    task.set_env_variable("HF_HOME", f"{MODELS_MOUNT}/huggingface")
+    task.set_env_variable("HF_HUB_OFFLINE", "1")
+    return task
+
+
+def _trainer(task: dsl.PipelineTask, p: Params) -> dsl.PipelineTask:
+    """A training step: a model step that also mounts the checkpoints volume (point the stage's
+    checkpoint_dir under /checkpoints so that a retried or preempted pod resumes) and the shared
+    volume a TrainJob reads its inputs from and writes its output to (num_nodes or gpus_per_node
+    above 1). Retried with backoff: it resumes from its checkpoint or reattaches to its job."""
+    _gpu(task, p, cpu="16", memory="128G")
+    kubernetes.mount_pvc(task, pvc_name=CHECKPOINTS_PVC, mount_path=CHECKPOINTS_MOUNT)
+    kubernetes.mount_pvc(task, pvc_name=SHARED_PVC, mount_path=SHARED_MOUNT)
+    task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
     return task
 
 
@@ -192,14 +268,14 @@ def _collect_steps(
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
     """select -> generate (sharded) -> merge -> export; returns (select, export)."""
     select = select_subset(pool=pool, zoo=zoo, **p.stage("select")).set_display_name("select_subset")
-    _gpu(select)
+    _gpu(select, p)
     # Fan-out over GPU workers: each shard generates a disjoint part of the subset; one merge.
     shards = plan_shards(shards=p["generate_shards"]).set_display_name("plan_shards")
     with dsl.ParallelFor(shards.output, name="generate-shards") as shard:
         generate = generate_candidates(
             subset=select.outputs["subset"], zoo=zoo, shard=shard, **p.stage("generate")
         ).set_display_name("generate_candidates")
-        _gpu(generate)
+        _gpu(generate, p)
     merged = merge_candidates(shards=dsl.Collected(generate.outputs["candidates"])).set_display_name(
         "merge_candidates"
     )
@@ -221,9 +297,9 @@ def _train_steps(
     imported = import_annotations(annotations=annotations).set_display_name("import_annotations")
     _label_studio_step(_cpu(imported))
     reward = train_reward_model(
-        preferences=imported.outputs["preferences"], zoo=zoo, **p.stage("reward")
+        preferences=imported.outputs["preferences"], zoo=zoo, **IDS, **p.stage("reward")
     ).set_display_name("train_reward_model")
-    _gpu(reward)
+    _trainer(reward, p)
     return reward
 
 
@@ -245,15 +321,16 @@ def _policy_steps(
         seed=p["seed"],
         **{k: p[f"policy_{k}"] for k in REFERENCE_PARAMETERS},
     ).set_display_name("policy_references")
-    _gpu(references)
+    _gpu(references, p)
     policy = train_policy(
         subset=subset,
         reward_model=reward.outputs["reward_model"],
         zoo=zoo,
         references=references.outputs["references"],
+        **IDS,
         **p.stage("policy"),
     ).set_display_name("train_policy")
-    return _gpu(policy)
+    return _trainer(policy, p)
 
 
 def _evaluate_step(
@@ -276,7 +353,7 @@ def _evaluate_step(
         **p.stage("evaluate"),
     ).set_display_name("evaluate")
     # The human A/B project may live on a Label Studio server (token from the Secret).
-    return _label_studio_step(_gpu(task))
+    return _label_studio_step(_gpu(task, p))
 
 
 GENERATE_SHARDS = {
@@ -340,10 +417,15 @@ def train(p: Params) -> None:
     subset = dsl.importer(
         artifact_uri=p["subset_uri"], artifact_class=Artifact, reimport=False
     ).set_display_name("subset")
-    zoo = _zoo(p).outputs["zoo"]
-    reward = _train_steps(annotations.output, zoo, p)
-    policy = _policy_steps(subset.output, zoo, reward, p)
-    _evaluate_step(pool.output, annotations.output, zoo, reward, p, policy=policy.outputs["policy"])
+    # Whatever ends the run (success, failure, cancel), no TrainJob of it keeps holding GPUs.
+    cleanup = cleanup_trainjobs(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("cleanup_trainjobs")
+    _cpu(cleanup, cpu="1", memory="1G")
+    with dsl.ExitHandler(cleanup, name="train"):
+        zoo = _zoo(p).outputs["zoo"]
+        reward = _train_steps(annotations.output, zoo, p)
+        policy = _policy_steps(subset.output, zoo, reward, p)
+        # The benchmark holds out the subset (the RL conditions, and the items annotated for the reward model).
+        _evaluate_step(pool.output, subset.output, zoo, reward, p, policy=policy.outputs["policy"])
 
 
 @stage_pipeline(
@@ -387,7 +469,154 @@ def end_to_end(p: Params) -> None:
     )
 
 
-PIPELINES = {"collect": collect, "train": train, "end_to_end": end_to_end}
+@stage_pipeline(
+    name="import-models",
+    description="Download the profile's hub models into the models volume once (Hugging Face cache).",
+    stages=(),
+    inputs={
+        "profile": (
+            str,
+            "full",
+            "Profile whose models to import (full, full-onereward or a YAML path in the image).",
+        )
+    },
+    shared=False,
+)
+def import_models_pipeline(p: Params) -> None:
+    """Fill the models volume: every hub model of the profile, only the files the loaders need."""
+    task = import_models(profile=p["profile"]).set_display_name("import_models")
+    _cpu(task, cpu="4", memory="16G")
+    kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
+    task.set_env_variable("HF_HOME", f"{MODELS_MOUNT}/huggingface")
+    kubernetes.use_secret_as_env(
+        task, secret_name=HF_TOKEN_SECRET, secret_key_to_env={"token": "HF_TOKEN"}, optional=True
+    )
+    task.set_caching_options(enable_caching=False)
+    task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="900s")
+
+
+# ---- one stage on the artifacts of an earlier run --------------------------------------------
+
+
+class _Outputs:
+    """Stands for a task's ``outputs`` where an imported artifact replaces an upstream step."""
+
+    def __init__(self, **outputs: Any) -> None:
+        self.outputs = outputs
+
+
+def _imported(p: Params, name: str) -> pipeline_channel.PipelineChannel:
+    return (
+        dsl.importer(artifact_uri=p[f"{name}_uri"], artifact_class=Artifact, reimport=False)
+        .set_display_name(name)
+        .output
+    )
+
+
+def _uri(name: str, what: str) -> dict[str, tuple[type, Any, str]]:
+    return {f"{name}_uri": (str, inspect.Parameter.empty, f"URI of the {what} artifact of an earlier run.")}
+
+
+@stage_pipeline(
+    name="rerun-select-subset",
+    description="select_subset alone, on the pool of an earlier run.",
+    stages=("select",),
+    inputs=_uri("pool", "pool"),
+)
+def rerun_select_subset(p: Params) -> None:
+    """select_subset on an earlier pool artifact."""
+    _gpu(select_subset(pool=_imported(p, "pool"), zoo=_zoo(p).outputs["zoo"], **p.stage("select")), p)
+
+
+@stage_pipeline(
+    name="rerun-generate-candidates",
+    description="generate_candidates alone (sharded, merged), on the subset of an earlier run.",
+    stages=("generate",),
+    inputs=_uri("subset", "subset"),
+)
+def rerun_generate_candidates(p: Params) -> None:
+    """generate_candidates (one shard) on an earlier subset artifact."""
+    task = generate_candidates(
+        subset=_imported(p, "subset"), zoo=_zoo(p).outputs["zoo"], shard="0/1", **p.stage("generate")
+    )
+    _gpu(task, p)
+
+
+@stage_pipeline(
+    name="rerun-export-annotations",
+    description="export_annotations alone, on the candidates of an earlier run.",
+    stages=("export",),
+    inputs=_uri("candidates", "candidates"),
+)
+def rerun_export_annotations(p: Params) -> None:
+    """export_annotations on an earlier candidates artifact."""
+    export = export_annotations(candidates=_imported(p, "candidates"), **p.stage("export"))
+    _label_studio_step(_cpu(export))
+    kubernetes.use_secret_as_env(
+        export, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS, optional=True
+    )
+
+
+@stage_pipeline(
+    name="rerun-train-reward-model",
+    description="import_annotations -> train_reward_model alone, on the annotations of an earlier run.",
+    stages=("reward",),
+    inputs=_uri("annotations", "project reference or annotations"),
+)
+def rerun_train_reward_model(p: Params) -> None:
+    """train_reward_model on the answers to an earlier project."""
+    _train_steps(_imported(p, "annotations"), _zoo(p).outputs["zoo"], p)
+
+
+@stage_pipeline(
+    name="rerun-train-policy",
+    description="policy_references -> train_policy alone, on the subset and reward model of an earlier run.",
+    stages=("policy",),
+    inputs={**_uri("subset", "subset"), **_uri("reward_model", "reward_model")},
+)
+def rerun_train_policy(p: Params) -> None:
+    """train_policy on an earlier subset and reward model."""
+    reward = dsl.importer(artifact_uri=p["reward_model_uri"], artifact_class=Artifact, reimport=False)
+    reward.set_display_name("reward_model")
+    _policy_steps(_imported(p, "subset"), _zoo(p).outputs["zoo"], _Outputs(reward_model=reward.output), p)
+
+
+@stage_pipeline(
+    name="rerun-evaluate",
+    description="evaluate alone: an earlier policy against the base on held-out items of an earlier pool.",
+    stages=("evaluate",),
+    inputs={
+        **_uri("pool", "pool"),
+        **_uri("subset", "subset (the items held out of the benchmark)"),
+        **_uri("reward_model", "reward_model"),
+        **_uri("policy", "policy"),
+    },
+)
+def rerun_evaluate(p: Params) -> None:
+    """evaluate an earlier policy on an earlier pool."""
+    reward = _Outputs(reward_model=_imported(p, "reward_model"))
+    _evaluate_step(
+        _imported(p, "pool"),
+        _imported(p, "subset"),
+        _zoo(p).outputs["zoo"],
+        reward,
+        p,
+        policy=_imported(p, "policy"),
+    )
+
+
+PIPELINES = {
+    "collect": collect,
+    "train": train,
+    "end_to_end": end_to_end,
+    "import_models": import_models_pipeline,
+    "rerun_select_subset": rerun_select_subset,
+    "rerun_generate_candidates": rerun_generate_candidates,
+    "rerun_export_annotations": rerun_export_annotations,
+    "rerun_train_reward_model": rerun_train_reward_model,
+    "rerun_train_policy": rerun_train_policy,
+    "rerun_evaluate": rerun_evaluate,
+}
 
 # Task (component) name -> the component output holding its artifact. The local runner stores it
 # under OUT/<stage name>; STAGE_NAMES renames tasks whose stage has another name.

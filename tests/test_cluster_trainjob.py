@@ -32,7 +32,7 @@ import yaml
 from onereward.artifacts import ArtifactWriter, read_artifact
 from onereward.cli import main
 from onereward.cluster.config import TrainJobConfig
-from onereward.cluster.launch import StageCommand, cli_flags, launch_stage, plan_stage
+from onereward.cluster.launch import StageCommand, launch_stage, plan_stage
 from onereward.cluster.trainjob import (
     ANNOTATION_SPEC,
     VENDORED_CRD,
@@ -697,110 +697,104 @@ def test_api_errors_are_one_line_with_what_to_check(kube: FakeKube, stage_inputs
 # ---- the component -------------------------------------------------------------------------------
 
 
-def test_component_launches_train_reward_and_publishes_the_artifact(
+def test_a_multi_gpu_training_step_runs_the_same_stage_as_a_trainjob(
     kube: FakeKube, stage_inputs, tmp_path, monkeypatch
 ):
-    from kfp.dsl import HTML, Artifact, Metrics
-
-    from onereward_kfp.components.launch_training import launch_train_reward_model
+    """train_reward_model's distributed path (num_nodes or gpus_per_node above 1): launch_distributed
+    runs `onereward train-reward` with the step's settings as a TrainJob on the cluster's volumes."""
+    from onereward.cluster.launch import launch_distributed
+    from onereward.config import from_kfp
+    from onereward.reward.config import RewardConfig
 
     kube.script = Script(on_complete=_nodes_write_output, nodes=1)
     monkeypatch.setenv("HOSTNAME", "launcher-pod")  # image '' = the launcher pod's own image
     (tmp_path / "shared").mkdir()
-    reward_model = Artifact(name="reward_model", uri=str(tmp_path / "kfp" / "reward_model"))
-    metrics = Metrics(name="metrics", uri=str(tmp_path / "kfp" / "metrics"))
-    launch_train_reward_model.python_func(
-        preferences=Artifact(name="p", uri=stage_inputs["preferences"]), zoo=Artifact(name="z", uri=stage_inputs["zoo"]),
-        reward_model=reward_model, report=HTML(name="report", uri=str(tmp_path / "kfp" / "report")), metrics=metrics,
-        run_id="run-9", task_id="task-9", profile="full", max_steps=7, finetune="lora", num_nodes=1, gpus_per_node=8,
-        shared_volume="onereward-shared", shared_mount=str(tmp_path / "shared"), poll_seconds=0.05, api_server=kube.url,
+    settings = from_kfp(
+        RewardConfig, {"max_steps": 7, "finetune": "lora", "batch_size": -1, "learning_rate": -1.0, "seed": 0}
+    )
+    job = launch_distributed(
+        "train-reward", {"preferences": stage_inputs["preferences"], "zoo": stage_inputs["zoo"]}, RewardConfig,
+        settings, profile="full", out=str(tmp_path / "kfp" / "reward_model"), num_nodes=1, gpus_per_node=8,
+        run_id="run-9", task_id="task-9", api_server=kube.url, shared_volume="onereward-shared",
+        shared_mount=str(tmp_path / "shared"), poll_seconds=0.05,
     )  # fmt: skip
     name = trainjob_name("run-9", "task-9", "train-reward")
-    assert (
-        reward_model.metadata["trainjob"] == f"default/{name}"
-        and reward_model.metadata["kind"] == "reward_model"
-    )
-    assert metrics.metadata["mean_accuracy"] == 0.75
+    assert job.handle == f"default/{name}" and (tmp_path / "kfp" / "reward_model" / "manifest.json").is_file()
     sent = kube.trainjob_calls("POST")[0].json()
     assert trainjob_errors(sent) == []
     trainer = sent["spec"]["trainer"]
     assert trainer["image"] == "registry.example/onereward-gpu@sha256:abc"  # read from the launcher's pod
+    assert trainer["numProcPerNode"] == 8 and sent["spec"]["trainer"].get("numNodes", 1) == 1
     args = trainer["args"][trainer["args"].index("train-reward") + 1 :]
     # Sentinels (-1, "") stay out: the profile decides; explicit settings go through as flags.
     assert "--batch-size" not in args and "--learning-rate" not in args and "--seed" not in args
     assert args[args.index("--profile") + 1] == "full" and args[args.index("--max-steps") + 1] == "7"
     assert args[args.index("--finetune") + 1] == "lora"
     assert args[args.index("--checkpoint-dir") + 1] == f"{tmp_path}/shared/trainjobs/{name}/checkpoints"
+    env = {e["name"]: e.get("value") for e in trainer.get("env", [])}
+    assert (
+        env["HF_HOME"] == "/models/huggingface" and env["HF_HUB_OFFLINE"] == "1"
+    )  # the models volume, offline
     assert kube.calls("GET", "/pods/launcher-pod")
 
 
-def test_component_parameters_mirror_the_settings():
-    from onereward.config import kfp_default
-    from onereward.reward.config import RewardConfig
-    from onereward_kfp.components.launch_training import launch_train_reward_model
-    from onereward_kfp.components.train_reward_model import train_reward_model
+@pytest.mark.parametrize("component_name", ["train_reward_model", "train_policy"])
+def test_training_components_route_more_than_one_gpu_to_a_trainjob(component_name, tmp_path, monkeypatch):
+    import importlib
 
-    inputs = launch_train_reward_model.component_spec.inputs
-    for f in TrainJobConfig.fields():
-        assert inputs[f.name].default == kfp_default(TrainJobConfig, f.name), f.name
-        assert inputs[f.name].description == TrainJobConfig.field_help(f.name), f.name
-    # Every train_reward_model parameter, with the same default, so the pipelines can pass p.stage("reward").
-    for pname, spec in train_reward_model.component_spec.inputs.items():
-        assert pname in inputs and inputs[pname].default == spec.default, pname
-    assert {n for n in inputs if n not in train_reward_model.component_spec.inputs} == {
-        f.name for f in TrainJobConfig.fields()
-    } | {"run_id", "task_id", "api_server"}
+    from kfp.dsl import HTML, Artifact, Metrics
+
+    import onereward.cluster.launch as launch
+
+    calls = []
+
+    def recorded(entry_point, inputs, settings_cls, settings, **kw):
+        calls.append((entry_point, sorted(inputs), settings_cls.__name__, kw))
+        return launch.Launched("default", "job-1", tmp_path / "out")
+
+    monkeypatch.setattr(launch, "launch_distributed", recorded)
+    monkeypatch.setattr("onereward_kfp.components.launch_training.GLOSSARY", {}, raising=False)
+    component = getattr(importlib.import_module(f"onereward_kfp.components.{component_name}"), component_name)
+    out_name = "reward_model" if component_name == "train_reward_model" else "policy"
+    outputs = {out_name: Artifact(name=out_name, uri=str(tmp_path / "out")), "report": HTML(name="r", uri=str(tmp_path / "r")),
+               "metrics": Metrics(name="m", uri=str(tmp_path / "m"))}  # fmt: skip
+    inputs = {k: Artifact(name=k, uri=str(tmp_path / k)) for k in component.component_spec.inputs
+              if component.component_spec.inputs[k].type not in ("Integer", "Float", "String", "Boolean")
+              and k not in outputs and k != "references"}  # fmt: skip
+    monkeypatch.setattr("onereward.kfp_outputs.publish", lambda *a, **k: {})
+    component.python_func(**inputs, **outputs, gpus_per_node=4, run_id="run-1", task_id="task-1")
+    (entry, names, cls, kw) = calls[0]
+    assert entry == ("train-reward" if component_name == "train_reward_model" else "train-policy")
     assert (
-        inputs["run_id"].default is None and not inputs["run_id"].optional
-    )  # required: the pipeline wires it
-    assert cli_flags(RewardConfig, {"max_steps": 1000, "lora_rank": 16, "bf16": False, "seed": None}) == [
-        "--max-steps", "1000", "--no-bf16",
-    ]  # fmt: skip
+        kw["gpus_per_node"] == 4
+        and kw["num_nodes"] == 1
+        and kw["run_id"] == "run-1"
+        and kw["task_id"] == "task-1"
+    )
+    assert outputs[out_name].metadata["trainjob"] == "default/job-1"
 
 
-def test_the_wiring_recipe_compiles(tmp_path):
-    """How a pipeline uses the launcher (the recipe given for pipelines/definitions.py): an exit handler
-    that cleans up the run's jobs, the launcher on more than one GPU or node with the run and task ids,
-    the shared volume mounted, retries; otherwise the single-GPU step; downstream takes either output."""
-    from kfp import compiler, dsl, kubernetes
-    from kfp.dsl import Artifact
+def test_the_train_pipeline_wires_ids_volumes_retries_and_the_cleanup_exit_handler(tmp_path):
+    from onereward_kfp.pipelines.runner import compile_all
 
-    from onereward_kfp.components.launch_training import cleanup_trainjobs, launch_train_reward_model
-    from onereward_kfp.components.train_reward_model import train_reward_model
-
-    @dsl.pipeline(name="trainjob-wiring")
-    def wiring(preferences_uri: str, zoo_uri: str, reward_num_nodes: int = 1, reward_gpus_per_node: int = 1):
-        cleanup = cleanup_trainjobs(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        with dsl.ExitHandler(cleanup, name="train"):
-            prefs = dsl.importer(artifact_uri=preferences_uri, artifact_class=Artifact)
-            zoo = dsl.importer(artifact_uri=zoo_uri, artifact_class=Artifact)
-
-            def launch() -> dsl.PipelineTask:
-                task = launch_train_reward_model(
-                    preferences=prefs.output, zoo=zoo.output, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    task_id=dsl.PIPELINE_TASK_ID_PLACEHOLDER, num_nodes=reward_num_nodes,
-                    gpus_per_node=reward_gpus_per_node,
-                )  # fmt: skip
-                kubernetes.mount_pvc(task, pvc_name="onereward-artifacts", mount_path="/shared")
-                return task.set_retry(num_retries=2, backoff_duration="60s")
-
-            with dsl.If(reward_num_nodes > 1):
-                nodes = launch()
-            with dsl.Elif(reward_gpus_per_node > 1):
-                gpus = launch()
-            with dsl.Else():
-                single = train_reward_model(preferences=prefs.output, zoo=zoo.output)
-            dsl.OneOf(
-                nodes.outputs["reward_model"], gpus.outputs["reward_model"], single.outputs["reward_model"]
-            )
-
-    compiler.Compiler().compile(wiring, str(tmp_path / "wiring.yaml"))
-    text = (tmp_path / "wiring.yaml").read_text()
+    compile_all(tmp_path)
+    text = (tmp_path / "train.yaml").read_text()
     spec, platform = list(yaml.safe_load_all(text))
-    assert text.count("'{{$.pipeline_task_uuid}}'") == 2 and "'{{$.pipeline_job_uuid}}'" in text
-    assert "exit-handler-1" in json.dumps(spec["root"]["dag"]["tasks"])
-    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert any(m["pvcMount"][0]["mountPath"] == "/shared" for m in mounts.values() if "pvcMount" in m)
+    assert "exit-handler-1" in json.dumps(spec["root"]["dag"]["tasks"]) and "cleanup-trainjobs" in text
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-train-reward-model", "exec-train-policy"):
+        mounts = {m["mountPath"] for m in executors[name]["pvcMount"]}
+        assert {"/shared", "/checkpoints", "/models"} <= mounts, (name, mounts)
+    tasks = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    trainer = next(
+        t
+        for k, t in spec["components"]["comp-exit-handler-1"]["dag"]["tasks"].items()
+        if k == "train-reward-model"
+    )
+    ids = trainer["inputs"]["parameters"]
+    assert ids["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert ids["task_id"]["runtimeValue"]["constant"] == "{{$.pipeline_task_uuid}}"
+    assert trainer["retryPolicy"]["maxRetryCount"] == 2 and tasks
 
 
 def test_the_cluster_package_imports_neither_kfp_nor_kubernetes():

@@ -204,3 +204,48 @@ def _manifest_bytes(path: Path) -> bytes | None:
         return (path / MANIFEST_NAME).read_bytes()
     except OSError:
         return None
+
+
+# The volumes and environment every training node gets on the cluster (manifests/base): the models'
+# Hugging Face cache read offline, and the checkpoints volume.
+CLUSTER_VOLUMES = "onereward-models:/models:ro,onereward-checkpoints:/checkpoints"
+CLUSTER_ENV = "HF_HOME=/models/huggingface,HF_HUB_OFFLINE=1"
+
+
+def distributed(num_nodes: int, gpus_per_node: int) -> bool:
+    """True when a training step asks for more than one process: it then runs as a TrainJob."""
+    return num_nodes > 1 or gpus_per_node > 1
+
+
+def launch_distributed(
+    entry_point: str,
+    inputs: Mapping[str, str],
+    settings_cls: type[Config],
+    settings: Mapping[str, Any],
+    *,
+    profile: str,
+    out: str,
+    num_nodes: int,
+    gpus_per_node: int,
+    run_id: str,
+    task_id: str,
+    api_server: str = "",
+    **trainjob: Any,
+) -> Launched:
+    """A training component's multi-GPU path: the same stage (``onereward <entry_point>``) with the
+    same settings, as a TrainJob of ``num_nodes`` x ``gpus_per_node`` processes on the cluster's
+    volumes; its artifact lands in ``out``. The launching pod mounts the shared volume at /shared.
+    ``trainjob``: other :class:`TrainJobConfig` fields (the defaults suit manifests/base)."""
+    stage = StageCommand(
+        entry_point=entry_point,
+        inputs=dict(inputs),
+        args=("--profile", profile, *cli_flags(settings_cls, settings)),
+        checkpoint_flag="checkpoint-dir",
+    )
+    cfg = TrainJobConfig.resolve(
+        None,
+        {"volumes": CLUSTER_VOLUMES, "env": CLUSTER_ENV, **trainjob},
+        num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node,
+    )
+    return launch_stage(stage, out, cfg, run_id=run_id, task_id=task_id, api_server=api_server)
