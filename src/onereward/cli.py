@@ -23,7 +23,8 @@ AREAS = (
     "onereward.reward.cli",  # train-reward
     "onereward.policy.cli",  # train-policy, policy-references
     "onereward.evaluate.cli",  # evaluate, evaluate-human
-    "onereward.pipeline_cli",  # pipeline compile/run, demo, profile
+    "onereward.pipeline_cli",  # pipeline compile/run/submit, demo, profile
+    "onereward.cluster.cli",  # cluster launch-trainjob / delete-trainjobs / validate-trainjob
 )
 
 

@@ -1,6 +1,4 @@
-"""``onereward pipeline compile|run|list|submit``, ``onereward demo``, ``onereward profile`` and
-``onereward cluster`` (registered from :mod:`onereward.cluster.cli`).
-
+"""``onereward pipeline compile|run|list|submit``, ``onereward demo`` and ``onereward profile``.
 The KFP glue (``onereward_kfp``) is imported only when one of these commands runs, so the stage
 library itself never imports KFP.
 """
@@ -137,11 +135,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("name", help="profile name (tiny, full) or YAML path")
     pr.set_defaults(func=_profile)
-
-    # `onereward cluster ...` (TrainJobs) lives beside `pipeline submit`, in onereward.cluster.
-    from onereward.cluster.cli import register as register_cluster
-
-    register_cluster(sub)
 
 
 def _compile(args: argparse.Namespace) -> int:
