@@ -1,4 +1,5 @@
 """``onereward pipeline compile|run|list|submit``, ``onereward demo`` and ``onereward profile``.
+
 The KFP glue (``onereward_kfp``) is imported only when one of these commands runs, so the stage
 library itself never imports KFP.
 """
