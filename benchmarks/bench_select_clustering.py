@@ -379,6 +379,17 @@ def coverage_report(
 # -- driver -------------------------------------------------------------------------------------------
 
 
+def _wait_for_load(max_load: float, max_wait: int) -> None:
+    """On a shared machine: wait (up to ``max_wait`` s) until the 1-minute load average is <= ``max_load``."""
+    if max_load <= 0:
+        return
+    t0 = time.perf_counter()
+    while os.getloadavg()[0] > max_load and time.perf_counter() - t0 < max_wait:
+        time.sleep(10)
+    if os.getloadavg()[0] > max_load:
+        print(f"load average still {os.getloadavg()[0]:.2f} after {max_wait}s; running anyway", flush=True)
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -412,6 +423,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--timeout", type=int, default=1800, help="seconds per path before it is reported as unfinished"
     )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=0.0,
+        help="wait before each path until the 1-minute load average is <= this (0: no wait)",
+    )
+    parser.add_argument("--max-wait", type=int, default=1800, help="seconds to wait for --max-load per path")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -444,6 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "--seed", str(args.seed), "--dedup", str(args.dedup), "--draws", str(args.draws)]  # fmt: skip
             cmd += ["--per-task"] if args.per_task else []
             cmd += ["--phases"] if args.phases else []
+            _wait_for_load(args.max_load, args.max_wait)
             print(f"{path}: running (load average {os.getloadavg()[0]:.2f})", flush=True)
             t = time.perf_counter()
             try:
