@@ -42,7 +42,14 @@ PEAK_BF16_TFLOPS = 989.0  # H100 SXM / H200 dense bf16
 
 
 def build_world(
-    root: Path, *, items: int, candidates: int, reward_steps: int, zoo: str | None, seed: int
+    root: Path,
+    *,
+    items: int,
+    candidates: int,
+    reward_steps: int,
+    zoo: str | None,
+    seed: int,
+    profile: str = "tiny",
 ) -> dict[str, str]:
     """Pool -> base candidates -> oracle preferences -> reward model trained on them."""
     from onereward.generate.stage import run as generate
@@ -52,9 +59,18 @@ def build_world(
 
     t0 = time.perf_counter()
     synth(str(root / "pool"), items=items, seed=seed)
-    generate(str(root / "pool"), str(root / "candidates"), zoo=zoo, num_candidates=candidates, seed=seed)
+    generate(
+        str(root / "pool"),
+        str(root / "candidates"),
+        profile=profile,
+        zoo=zoo,
+        num_candidates=candidates,
+        seed=seed,
+    )
     write_oracle_preferences(root / "candidates", root / "prefs")
-    rm = train_reward(str(root / "prefs"), str(root / "rm"), zoo=zoo, max_steps=reward_steps, seed=seed)
+    rm = train_reward(
+        str(root / "prefs"), str(root / "rm"), profile=profile, zoo=zoo, max_steps=reward_steps, seed=seed
+    )
     print(
         f"world: {items} items, {candidates} candidates each, reward model mean accuracy "
         f"{rm['mean_accuracy']:.3f} on held-out pairs ({time.perf_counter() - t0:.0f}s)",
@@ -90,7 +106,11 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
     refs = root / "references"
     t0 = time.perf_counter()
     run_references(
-        world["subset"], str(refs), zoo=args.zoo, **{k: settings[k] for k in ("seed",) if k in settings}
+        world["subset"],
+        str(refs),
+        profile=args.profile,
+        zoo=args.zoo,
+        **{k: settings[k] for k in ("seed",) if k in settings},
     )
     refs_s = time.perf_counter() - t0
     rows = []
@@ -100,7 +120,7 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
         out = root / f"policy-{name.replace(' ', '_').replace('+', '_')}"
         t0 = time.perf_counter()
         metrics = run(
-            world["subset"], world["reward_model"], str(out), zoo=args.zoo, references=str(refs) if cache else None,
+            world["subset"], world["reward_model"], str(out), profile=args.profile, zoo=args.zoo, references=str(refs) if cache else None,
             algorithm=algorithm, **{**settings, **spec},
         )  # fmt: skip
         wall = time.perf_counter() - t0
@@ -154,7 +174,7 @@ def tiny(args: argparse.Namespace) -> dict[str, Any]:
     else:
         world = build_world(
             root / "world", items=args.items, candidates=args.candidates, reward_steps=args.reward_steps,
-            zoo=args.zoo, seed=args.seed,
+            zoo=args.zoo, seed=args.seed, profile=args.profile,
         )  # fmt: skip
     rows = policy_runs(world, root, args)
     with open("/proc/loadavg") as f:
@@ -383,6 +403,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--reward-model", default=None, help="use this reward model instead of training one")
     parser.add_argument("--zoo", default=None, help="tiny zoo artifact (default: the cached zoo)")
+    parser.add_argument(
+        "--profile", default="tiny", help="profile name or YAML path (a generator of your own)"
+    )
     parser.add_argument(
         "--gate-override",
         action="store_true",
