@@ -69,7 +69,16 @@ def test_a_bad_setting_flag_is_one_line_naming_the_flag(
 ) -> None:
     cands = synthetic_candidates(tmp_path, n_items=3, seed=1)
     capsys.readouterr()  # the fixture's log lines
-    args = ["export", "--candidates", str(cands), "--out", str(tmp_path / "p"), "--offline", "--chunk-size", "0"]
+    args = [
+        "export",
+        "--candidates",
+        str(cands),
+        "--out",
+        str(tmp_path / "p"),
+        "--offline",
+        "--chunk-size",
+        "0",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--chunk-size" in err and ">= 1" in err

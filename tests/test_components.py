@@ -28,7 +28,11 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     root = tmp_path_factory.mktemp("components")
     out = _out(root, "pool")
     synthesize_pool.python_func(
-        pool=out, report=_out(root, "pool_report", HTML), metrics=_out(root, "pool_metrics", Metrics), items=12, seed=1
+        pool=out,
+        report=_out(root, "pool_report", HTML),
+        metrics=_out(root, "pool_metrics", Metrics),
+        items=12,
+        seed=1,
     )
     return out
 
@@ -40,7 +44,9 @@ def test_synthesize_pool_publishes_lineage_report_and_metrics(pool: Artifact) ->
     assert Path(pool.path).with_name("pool_report").read_text().startswith("<!doctype html>")
 
 
-def test_select_and_generate_take_the_profile_values_for_sentinels(pool: Artifact, tiny_zoo: Path, tmp_path: Path):
+def test_select_and_generate_take_the_profile_values_for_sentinels(
+    pool: Artifact, tiny_zoo: Path, tmp_path: Path
+):
     zoo = Artifact(name="zoo", uri=str(tiny_zoo))
     subset = _out(tmp_path, "subset")
     metrics = _out(tmp_path, "select_metrics", Metrics)
@@ -70,7 +76,10 @@ def test_select_and_generate_take_the_profile_values_for_sentinels(pool: Artifac
     assert params["cfg_min"] == tiny.cfg_min and params["feather"] == 0 and params["num_candidates"] == 2
     merged = _out(tmp_path, "merged")
     merge_candidates.python_func(
-        shards=outs, candidates=merged, report=_out(tmp_path, "rm", HTML), metrics=_out(tmp_path, "mm", Metrics)
+        shards=outs,
+        candidates=merged,
+        report=_out(tmp_path, "rm", HTML),
+        metrics=_out(tmp_path, "mm", Metrics),
     )
     m = read_artifact(merged.path)
     assert m.counts == {"n_items": 6, "n_candidates": 12}

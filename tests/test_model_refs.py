@@ -26,7 +26,12 @@ HUB_IDS = {
     "generator_sd": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "reward_model": "Qwen/Qwen2.5-VL-7B-Instruct",
 }
-ZOO_FOLDERS = {"clip": "clip", "generator": "flux_fill", "generator_sd": "sd_inpaint", "reward_model": "reward_vlm"}
+ZOO_FOLDERS = {
+    "clip": "clip",
+    "generator": "flux_fill",
+    "generator_sd": "sd_inpaint",
+    "reward_model": "reward_vlm",
+}
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -40,7 +45,9 @@ def hub_world(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     """A profile = tiny with every model ref replaced by the full profile's hub id, served by a local hub
     (FLUX.1-Fill-dev gated behind a token, as on the real hub)."""
     root = tmp_path_factory.mktemp("hub")
-    data = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("src/onereward/profiles/tiny.yaml").read_text())
+    data = yaml.safe_load(
+        Path(__file__).resolve().parents[1].joinpath("src/onereward/profiles/tiny.yaml").read_text()
+    )
     data["name"] = "tiny-from-hub"
     for key, hub_id in HUB_IDS.items():
         data["models"][key]["ref"] = hub_id
@@ -49,7 +56,12 @@ def hub_world(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     repos = {HUB_IDS[k]: tiny_zoo / ZOO_FOLDERS[k] for k in HUB_IDS}
     hub = LocalHub(repos, private={HUB_IDS["generator"]}, token=TOKEN)
     with hub:
-        env = {**os.environ, "HF_HOME": str(root / "hf"), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env = {
+            **os.environ,
+            "HF_HOME": str(root / "hf"),
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
         env.pop("HF_TOKEN", None)
         env.pop("HF_HUB_OFFLINE", None)
         yield {"root": root, "profile": profile, "hub": hub, "env": env}
@@ -70,14 +82,23 @@ def test_hub_models_import_once_then_every_stage_loads_them_offline(hub_world, t
     make_pool(pool, 6, seed=2)
 
     # before the import, offline: a one-line error naming the model and every place tried
-    run = _cli(["select", "--pool", str(pool), "--out", str(tmp_path / "s0"), "--size", "3", "--profile", profile], offline)
+    run = _cli(
+        ["select", "--pool", str(pool), "--out", str(tmp_path / "s0"), "--size", "3", "--profile", profile],
+        offline,
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "models.clip.ref: model 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K' was not found; tried the Hugging Face cache" in run.stderr
+    assert (
+        "models.clip.ref: model 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K' was not found; tried the Hugging Face cache"
+        in run.stderr
+    )
     assert "not the hub (HF_HUB_OFFLINE is set)" in run.stderr
 
     # the gated generator needs the token: without it the import fails naming the model, and nothing leaks
     run = _cli(["zoo", "import-models", "--profile", profile], env)
-    assert run.returncode == 2 and "models.generator.ref: model 'black-forest-labs/FLUX.1-Fill-dev' was not found" in run.stderr
+    assert (
+        run.returncode == 2
+        and "models.generator.ref: model 'black-forest-labs/FLUX.1-Fill-dev' was not found" in run.stderr
+    )
     run = _cli(["zoo", "import-models", "--profile", profile], {**env, "HF_TOKEN": TOKEN})
     assert run.returncode == 0, run.stderr
     assert TOKEN not in run.stdout + run.stderr
@@ -94,7 +115,20 @@ def test_hub_models_import_once_then_every_stage_loads_them_offline(hub_world, t
 
     # offline, the stages load CLIP and the generator from the cache through from_pretrained
     n_requests = len(hub.requests)
-    run = _cli(["select", "--pool", str(pool), "--out", str(tmp_path / "subset"), "--size", "3", "--profile", profile], offline)
+    run = _cli(
+        [
+            "select",
+            "--pool",
+            str(pool),
+            "--out",
+            str(tmp_path / "subset"),
+            "--size",
+            "3",
+            "--profile",
+            profile,
+        ],
+        offline,
+    )
     assert run.returncode == 0, run.stderr
     run = _cli(
         ["generate", "--subset", str(tmp_path / "subset"), "--out", str(tmp_path / "cand"), "--profile", profile,
@@ -107,6 +141,8 @@ def test_hub_models_import_once_then_every_stage_loads_them_offline(hub_world, t
         "from onereward.profile import load_profile; from onereward.models import reward_vlm; "
         f"m = reward_vlm.load(load_profile({profile!r}).resolve_model('reward_model')); print(type(m.model).__name__)"
     )
-    run = subprocess.run([sys.executable, "-c", code], env=offline, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=offline, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0 and "Qwen2_5_VLForConditionalGeneration" in run.stdout, run.stderr
     assert len(hub.requests) == n_requests  # offline means offline

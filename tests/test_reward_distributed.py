@@ -49,7 +49,8 @@ def _step_once(world: Path, bf16: bool, weights: torch.dtype) -> dict[str, float
     changed = sum(int((after[k] != before[k]).sum()) for k in keys)
     return {
         "elements": changed / sum(before[k].numel() for k in keys),  # share of all weights that moved
-        "norms": sum(bool((after[k] != before[k]).any()) for k in norms) / len(norms),  # norm tensors that moved
+        "norms": sum(bool((after[k] != before[k]).any()) for k in norms)
+        / len(norms),  # norm tensors that moved
     }
 
 

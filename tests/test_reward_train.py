@@ -16,11 +16,11 @@ from onereward.errors import InputError
 from onereward.imageio import save_png
 from onereward.models import reward_vlm
 from onereward.reward import stage
+from onereward.reward.config import RewardConfig
 from onereward.reward.data import ImageStore, both_orders, read_preferences, split_by_item
 from onereward.reward.evaluate import metrics_from_scores, score_pairs
 from onereward.reward.oracle_preferences import make_oracle_preferences
 from onereward.reward.scoring import RewardScorer
-from onereward.reward.config import RewardConfig
 from onereward.reward.train import pairs_for_step, sft_loss, train
 from onereward.tables import read_table, write_table
 

@@ -14,8 +14,8 @@ from onereward import tasks
 from onereward.artifacts import read_artifact
 from onereward.errors import InputError
 from onereward.imageio import load_mask, load_rgb
-from onereward.synth import world
 from onereward.synth import stage as synth_stage
+from onereward.synth import world
 from onereward.synth.stage import run
 from onereward.tables import read_table
 
