@@ -10,7 +10,6 @@ Label Studio exports, weights) follow, grouped by the stage that reads them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -584,32 +583,14 @@ WEIGHT_READERS = {  # input -> (artifact in the world, weights file, STAGE_INPUT
 }
 
 
-# Defects in code this suite may not change (policy/, evaluate/), reported to their owners. The
-# cases run as strict xfails: once fixed they pass, and the marker must go.
-APPLY_POLICY_DEFECT = (
-    "policy/artifact.py apply_policy: an adapter file cut short escapes as SafetensorError/OSError, and "
-    "adapter tensors of another shape are accepted silently (reported)"
-)
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("generate--policy", "truncated"): APPLY_POLICY_DEFECT,
-    ("generate--policy", "mismatched"): APPLY_POLICY_DEFECT,
-    ("evaluate--policy", "truncated"): APPLY_POLICY_DEFECT,
-    ("evaluate--policy", "mismatched"): APPLY_POLICY_DEFECT,
-}
-
-
 @pytest.mark.parametrize("how", WEIGHT_CASES)
 @pytest.mark.parametrize("reader", sorted(WEIGHT_READERS))
 def test_missing_or_mismatched_weights_are_refused(
-    reader: str, how: str, rel_world: W, tmp_path: Path, request: pytest.FixtureRequest
+    reader: str, how: str, rel_world: W, tmp_path: Path
 ) -> None:
     kind, rel, row_id, extra = WEIGHT_READERS[reader]
     bad = _forged_weights(rel_world[kind], tmp_path / kind, rel, how)
     row = next(r for r in STAGE_INPUTS if r.id == row_id)
     out = _earlier_output(rel_world, tmp_path)
-    defect = KNOWN_DEFECTS.get((reader, how), "")
-    if defect:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=defect))
-    with LEDGER.known_defect(defect) if defect else contextlib.nullcontext():
-        refused(f"{reader} weights {how}", f"weights:{how}", [*row.argv(rel_world, bad, out), *extra],
-                names=[row.flag, Path(rel).name], out=out, protect=[bad, rel_world["root"]])  # fmt: skip
+    refused(f"{reader} weights {how}", f"weights:{how}", [*row.argv(rel_world, bad, out), *extra],
+            names=[row.flag, Path(rel).name], out=out, protect=[bad, rel_world["root"]])  # fmt: skip

@@ -221,17 +221,20 @@ def write_policy(
 
 def apply_policy(
     pipe: Any, policy_dir: str | os.PathLike[str], *, weights: str = "policy", fuse: bool = True,
-    info: PolicyInfo | None = None,
+    info: PolicyInfo | None = None, what: str = "--policy",
 ) -> Any:  # fmt: skip
     """Put the ``policy`` (or ``ema``) weights of a policy artifact into the loaded base ``pipe``.
 
     LoRA: ``pipe.load_lora_weights`` on the adapter folder; with ``fuse`` the adapter is fused into
     the base weights and the LoRA layers removed (plain sampling speed). Full: the transformer is
-    replaced by the artifact's (same dtype and device as the base's).
+    replaced by the artifact's (same dtype and device as the base's). Weights that cannot be read
+    (cut short, not safetensors) or do not fit the base's layers are refused with an
+    :class:`InputError` naming ``what`` and the file, before ``pipe`` is touched.
     """
     info = info or PolicyInfo.read(Path(policy_dir) / POLICY_FILE)
     folder = info.weights_dir(policy_dir, weights)
     if info.finetune == "lora":
+        check_lora_fits(pipe.transformer, folder / LORA_WEIGHTS, what)
         pipe.load_lora_weights(str(folder), adapter_name=weights)
         if fuse:
             pipe.fuse_lora(adapter_names=[weights])
@@ -240,9 +243,89 @@ def apply_policy(
     from diffusers import FluxTransformer2DModel
 
     old = pipe.transformer
-    transformer = FluxTransformer2DModel.from_pretrained(str(folder), torch_dtype=old.dtype)
+    try:
+        transformer = FluxTransformer2DModel.from_pretrained(str(folder), torch_dtype=old.dtype)
+    except (OSError, ValueError, RuntimeError) as err:  # safetensors errors included
+        raise InputError(
+            f"{what}: the {weights} transformer in {folder} cannot be loaded ({_first_line(err)}); "
+            "expected the FluxTransformer2DModel folder train_policy wrote"
+        ) from None
+    _check_same_shapes(old, transformer, folder, what)
     pipe.transformer = transformer.to(old.device).eval()
     return pipe
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def _read_safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a safetensors file, reading each tensor once (a file cut short fails
+    here, not inside diffusers)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise InputError(f"{what}: {path.name} is missing from {path.parent}; expected the policy's weights")
+    try:
+        shapes = {}
+        with safe_open(str(path), framework="pt") as f:
+            names = f.keys()  # safe_open is not iterable
+            for key in names:
+                shapes[key] = tuple(f.get_tensor(key).shape)
+        return shapes
+    except Exception as err:  # SafetensorError, OSError, struct errors: all mean an unreadable file
+        raise InputError(
+            f"{what}: {path.name} in {path.parent} cannot be read ({_first_line(err)}); "
+            "expected a complete safetensors file"
+        ) from None
+
+
+def check_lora_fits(transformer: Any, path: Path, what: str = "--policy") -> None:
+    """Refuse a LoRA adapter file that is unreadable or whose ``lora_A``/``lora_B`` pairs do not fit
+    the base transformer's linear layers (in/out features, one rank per pair)."""
+    shapes = _read_safetensors_shapes(path, what)
+    modules = dict(transformer.named_modules())
+    pairs: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, shape in shapes.items():
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in key:
+                name = key.split(marker)[0].removeprefix("transformer.")
+                pairs.setdefault(name, {})[part] = shape
+    if not pairs:
+        raise InputError(f"{what}: {path.name} holds no lora_A/lora_B tensors; expected a LoRA adapter")
+    for name, pair in sorted(pairs.items()):
+        module = modules.get(name)
+        a, b = pair.get("lora_A"), pair.get("lora_B")
+        problem = ""
+        if module is None or not hasattr(module, "in_features"):
+            problem = "names no linear layer of the base transformer"
+        elif a is None or b is None:
+            problem = "has only one of lora_A / lora_B"
+        elif len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            problem = f"has lora_A {list(a)} and lora_B {list(b)} of different ranks"
+        elif a[1] != module.in_features or b[0] != module.out_features:
+            problem = (
+                f"has lora_A {list(a)} / lora_B {list(b)} but the base layer is "
+                f"{module.in_features} -> {module.out_features}"
+            )
+        if problem:
+            raise InputError(
+                f"{what}: {path.name}: adapter {name!r} {problem}; expected an adapter trained on this base"
+            )
+
+
+def _check_same_shapes(base: Any, other: Any, folder: Path, what: str) -> None:
+    ours, theirs = base.state_dict(), other.state_dict()
+    for key, tensor in ours.items():
+        got = theirs.get(key)
+        if got is None or tuple(got.shape) != tuple(tensor.shape):
+            found = "missing" if got is None else list(got.shape)
+            raise InputError(
+                f"{what}: the transformer in {folder} does not fit the base: {key} is {found}, "
+                f"expected {list(tensor.shape)}"
+            )
 
 
 def check_base(info: PolicyInfo, identity: str, what: str = "--policy") -> None:
