@@ -117,6 +117,13 @@ def test_candidates_artifact_follows_the_contract_and_records_varied_parameters(
     assert metrics["mean_batch_size"] == pytest.approx(16 / metrics["n_batches"], abs=1e-3)
     report = (out / "report.html").read_text()
     assert report.count("<img") >= N_ITEMS * (2 + 4) and "neg: " in report
+    # The synthetic pool has targets: the oracle's figures per task and dimension, every candidate scored.
+    assert set(metrics["oracle"]) == {r["task"] for r in items}
+    for task, dims in metrics["oracle"].items():
+        n_task = sum(1 for r in items if r["task"] == task)
+        assert {d: v["n"] for d, v in dims.items()} == dict.fromkeys(dims, 4 * n_task)
+    assert 0.0 <= metrics["oracle_gap_fraction"] <= 1.0 and metrics["oracle_gap_level"] == 0.02
+    assert metrics["oracle_items"] == N_ITEMS and "Oracle (synthetic world)" in report
 
 
 def test_pixels_outside_the_mask_equal_the_source(flux_run) -> None:
@@ -295,6 +302,7 @@ def test_shards_merge_into_the_full_run(models, pool: Path, flux_run, tmp_path: 
     assert sizes == [2, 2]
     metrics = stage.merge(shards, str(tmp_path / "merged"))
     assert metrics["n_candidates"] == 16 and metrics["n_shards"] == 2
+    assert set(metrics["oracle"]) == set(flux_run[1]["oracle"]) and metrics["oracle_items"] == N_ITEMS
     merged = read_table(tmp_path / "merged" / "candidates.parquet")
     full = {c["candidate_id"]: c for c in read_table(flux_run[0] / "candidates.parquet")}
     assert set(full) == {c["candidate_id"] for c in merged}

@@ -425,6 +425,7 @@ def _write_outputs(
     write_table(art.path / "items.parquet", plan.rows, schema=pq.read_schema(plan.root / "items.parquet"))
     write_table(art.path / "candidates.parquet", cand_rows, schema=CANDIDATES_SCHEMA)
     metrics = candidate_metrics(cand_rows, n_items=len(plan.rows))
+    metrics.update(oracle_metrics(art.path, plan.rows, cand_rows))
     sizes = stats.batch_sizes
     metrics.update(
         {
@@ -562,6 +563,20 @@ def candidate_metrics(cand_rows: list[dict[str, Any]], *, n_items: int) -> dict[
     return m
 
 
+def oracle_metrics(root: Path, rows: list[dict[str, Any]], cand_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """In the synthetic world (items with targets): the candidates' oracle scores per task and
+    dimension and the share of (item, dimension) pairs whose best and worst candidates the
+    simulated annotators can tell apart (:func:`onereward.synth.scoring.candidate_oracle_metrics`;
+    the level is the annotators' default noise or 'no clear difference' threshold, the larger).
+    Empty for items without targets (a user's photos)."""
+    from onereward.annotate.config import SimulateConfig
+    from onereward.synth.scoring import candidate_oracle_metrics
+
+    sim = SimulateConfig()
+    found = candidate_oracle_metrics(rows, cand_rows, item_root=root, level=max(sim.noise, sim.threshold))
+    return found or {}
+
+
 def write_report(
     root: Path,
     rows: list[dict[str, Any]],
@@ -607,11 +622,33 @@ def write_report(
             )
         grid.append(cells)
     header = ["item", "source", "mask"] + [chr(ord("A") + k) if k < 26 else str(k) for k in range(n_cand)]
+    oracle_rows = [
+        [task, dim, v["mean"], v["normalised"], v["n"]]
+        for task, dims in metrics.get("oracle_by_variant", {}).items()
+        for dim, v in dims.items()
+    ]
+    oracle_section = (
+        [
+            (
+                "Oracle (synthetic world)",
+                f"<p>Normalised: 0 = noise inside the mask, 1 = the item's target. Best and worst of an "
+                f"item's candidates differ by more than {metrics.get('oracle_gap_level')} (what the "
+                f"simulated annotators tell apart) on a share {metrics.get('oracle_gap_fraction')} of "
+                f"(item, dimension) pairs.</p>"
+                + html_table(
+                    ["task", "dimension", "raw mean", "normalised", "best of n", "candidates"], oracle_rows
+                ),
+            )
+        ]
+        if oracle_rows
+        else []
+    )
     write_html_report(
         root / "report.html",
         "generate_candidates",
         [
             ("Summary", summary),
+            *oracle_section,
             ("Sampled parameters", hist),
             (
                 f"Candidates (first {min(len(rows), max_items)} of {len(rows)} items)",
@@ -694,6 +731,7 @@ def merge(shard_dirs: list[str], out: str) -> dict[str, Any]:
         write_table(art.path / "candidates.parquet", cands, schema=CANDIDATES_SCHEMA)
         shard_metrics = [m.metrics() for m in manifests]
         metrics = candidate_metrics(cands, n_items=len(rows))
+        metrics.update(oracle_metrics(art.path, rows, cands))
         metrics.update(
             {
                 "family": ref_params.get("family"),
