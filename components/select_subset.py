@@ -26,6 +26,7 @@ def select_subset(
     size: int = 24,
     per_task: bool = True,
     backend: str = "auto",
+    cluster_device: str = "auto",
     seed: int = 0,
     max_bad_fraction: float = 0.2,
     per_cluster: int = 1,

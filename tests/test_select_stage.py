@@ -154,6 +154,33 @@ def test_global_clustering_and_faiss_backend(synth_pool, zoo, tmp_path):
     assert metrics["n_selected"] == 10 and metrics["coverage_selected"] < metrics["coverage_random"]
 
 
+def test_torch_backend_records_the_device_it_ran_on(synth_pool, zoo, tmp_path):
+    """The torch engine on the device asked for; a GPU asked for where torch sees none falls back to
+    the CPU and says why (the manifest's metrics record both)."""
+    import torch
+
+    metrics = _run(
+        synth_pool, tmp_path / "t", zoo, tmp_path / "cache", size=10, backend="torch", cluster_device="cpu"
+    )
+    groups = metrics["groups"].values()
+    assert {g["backend"] for g in groups} == {"torch-cpu"} and {g["device"] for g in groups} == {"cpu"}
+    assert metrics["n_selected"] == 10 and metrics["coverage_selected"] < metrics["coverage_random"]
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["producer"]["parameters"]["cluster_device"] == "cpu"
+    if not torch.cuda.is_available():
+        m = _run(
+            synth_pool,
+            tmp_path / "c",
+            zoo,
+            tmp_path / "cache",
+            size=10,
+            backend="torch",
+            cluster_device="cuda",
+        )
+        assert {g["backend"] for g in m["groups"].values()} == {"torch-cpu"}
+        assert all("no CUDA device" in g["device_fallback"] for g in m["groups"].values())
+
+
 def _folder_with_bad_files(root: Path) -> dict[str, str]:
     """Six good images, four valid images in other modes (converted, not bad) and one file per
     kind of problem; returns item id -> expected reason."""
@@ -416,9 +443,13 @@ def test_bad_parameters_are_clear_errors(synth_pool, zoo, tmp_path, capsys):
     with pytest.raises(InputError, match=r"select.size \(--size\): expected an integer >= 1, got 0"):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=0)
     with pytest.raises(
-        InputError, match=r"select.backend \(--backend\): expected one of auto, sklearn, faiss"
+        InputError, match=r"select.backend \(--backend\): expected one of auto, sklearn, torch, faiss"
     ):
         _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, backend="kmeans")
+    with pytest.raises(
+        InputError, match=r"select.cluster_device \(--cluster-device\): expected auto, cpu, cuda or cuda:N"
+    ):
+        _run(synth_pool, tmp_path / "x", zoo, tmp_path / "cache", size=3, cluster_device="gpu0")
     with pytest.raises(
         InputError,
         match=r"select.extend_ratios \(--extend-ratios\): expected a comma-separated list of float",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from onereward import tasks
 from onereward.config import Config, setting
 
-BACKENDS: tuple[str, ...] = ("auto", "sklearn", "faiss")
+BACKENDS: tuple[str, ...] = ("auto", "sklearn", "torch", "faiss")
 TWO_LEVEL: tuple[str, ...] = ("auto", "on", "off")
 
 
@@ -22,8 +23,10 @@ class SelectConfig(Config):
         24, "Target number of selected items (fewer when the pool has fewer good unique items)."
     )
     per_task: bool = setting(True, "Cluster each task separately (the size split by the tasks' pool sizes).")
-    backend: Literal["auto", "sklearn", "faiss"] = setting(
-        "auto", "K-means engine: auto (faiss from faiss_min_items items), sklearn or faiss."
+    backend: Literal["auto", "sklearn", "torch", "faiss"] = setting(
+        "auto",
+        "K-means engine: auto (torch from faiss_min_items items, else sklearn), sklearn, torch (CPU or "
+        "GPU) or faiss (the engine before the torch one, for comparison).",
     )
     seed: int = setting(0, "Seed of K-means, generated masks, task assignment and the random baseline.")
     max_bad_fraction: float = setting(0.2, "The stage fails when more than this fraction of the pool is bad.")
@@ -53,7 +56,10 @@ class SelectConfig(Config):
     fill_area_min: float = setting(0.1, "Smallest fraction of the image a generated fill mask covers.")
     fill_area_max: float = setting(0.3, "Largest fraction of the image a generated fill mask covers.")
     faiss_min_items: int = setting(
-        50_000, "The auto backend switches to faiss from this many items per group."
+        50_000, "The auto backend switches from sklearn to the torch engine from this many items per group."
+    )
+    cluster_device: str = setting(
+        "auto", "Device of the torch K-means engine: auto (a GPU when torch sees one), cpu, cuda or cuda:N."
     )
     two_level: Literal["auto", "on", "off"] = setting(
         "auto", "Two-level K-means: auto (from 1024 clusters), on or off."
@@ -73,6 +79,11 @@ class SelectConfig(Config):
         self.require(0.0 <= self.max_bad_fraction <= 1.0, "max_bad_fraction", "expected a fraction in [0, 1]")
         self.require(
             0.0 < self.dedup_threshold <= 1.0, "dedup_threshold", "expected a cosine similarity in (0, 1]"
+        )
+        self.require(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.cluster_device) is not None,
+            "cluster_device",
+            "expected auto, cpu, cuda or cuda:N",
         )
         self.require(self.coverage_sample >= 1, "coverage_sample", "expected an integer >= 1")
         self.require(self.batch_size >= 1, "batch_size", "expected an integer >= 1")

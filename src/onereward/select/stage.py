@@ -322,6 +322,7 @@ def _select(emb: EmbedResult, cfg: SelectConfig) -> Selection:
             seed=cfg.seed,
             faiss_min_items=cfg.faiss_min_items,
             two_level=cfg.two_level,
+            device=cfg.cluster_device,
         )
         sel = cluster.select_representatives(
             xg, result, int(share), per_cluster=cfg.per_cluster, dedup_threshold=cfg.dedup_threshold
@@ -342,6 +343,8 @@ def _select(emb: EmbedResult, cfg: SelectConfig) -> Selection:
             "n_selected": int(len(sel.indices)),
             "n_clusters": int(len(result.centroids)),
             "backend": result.backend,
+            "device": result.device,
+            "device_fallback": result.fallback,
             "two_level": result.two_level,
             "inertia": round(result.inertia, 6),
             "seconds": round(result.seconds, 3),
@@ -402,6 +405,7 @@ def _parameters(pool: str, prof: Any, cfg: SelectConfig, clip_info: dict[str, st
         "fill_area": [cfg.fill_area_min, cfg.fill_area_max],
         "faiss_min_items": cfg.faiss_min_items,
         "two_level": cfg.two_level,
+        "cluster_device": cfg.cluster_device,
         "coverage_sample": cfg.coverage_sample,
         "threads": cfg.threads,
     }
