@@ -18,8 +18,9 @@ the calling environment.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -215,6 +216,28 @@ def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
+# kfp.local runs each step as a process on this machine, which has none of the cluster's volumes
+# (/scratch, /models): run_local turns this off so that local steps keep the machine's TMPDIR and
+# Hugging Face cache. Compiled specs always carry the cluster environment.
+CLUSTER_ENV = {"enabled": True}
+
+
+@contextlib.contextmanager
+def local_environment() -> Iterator[None]:
+    """Build pipelines for kfp.local: no cluster-only environment variables on the steps."""
+    before = CLUSTER_ENV["enabled"]
+    CLUSTER_ENV["enabled"] = False
+    try:
+        yield
+    finally:
+        CLUSTER_ENV["enabled"] = before
+
+
+def _cluster_env(task: dsl.PipelineTask, name: str, value: str) -> None:
+    if CLUSTER_ENV["enabled"]:
+        task.set_env_variable(name, value)
+
+
 def _gpu(task: dsl.PipelineTask, p: Params, cpu: str = "8", memory: str = "64G") -> dsl.PipelineTask:
     """A model step: the accelerators, node selector and tolerations of the pipeline parameters,
     a memory-backed /dev/shm (DataLoader workers, NCCL), scratch space for temporary files, and
@@ -231,10 +254,10 @@ def _gpu(task: dsl.PipelineTask, p: Params, cpu: str = "8", memory: str = "64G")
     kubernetes.add_ephemeral_volume(
         task, volume_name="scratch", mount_path="/scratch", access_modes=["ReadWriteOnce"], size="100Gi"
     )
-    task.set_env_variable("TMPDIR", "/scratch")
+    _cluster_env(task, "TMPDIR", "/scratch")
     kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
-    task.set_env_variable("HF_HOME", f"{MODELS_MOUNT}/huggingface")
-    task.set_env_variable("HF_HUB_OFFLINE", "1")
+    _cluster_env(task, "HF_HOME", f"{MODELS_MOUNT}/huggingface")
+    _cluster_env(task, "HF_HUB_OFFLINE", "1")
     return task
 
 

@@ -120,7 +120,13 @@ def run_local(
     """Run pipeline ``name`` locally and collect each stage's artifact under ``out_dir/<stage>``."""
     from kfp import local
 
-    from onereward_kfp.pipelines.definitions import PIPELINES, STAGE_NAMES, STAGE_ORDER, STAGE_OUTPUTS
+    from onereward_kfp.pipelines.definitions import (
+        PIPELINES,
+        STAGE_NAMES,
+        STAGE_ORDER,
+        STAGE_OUTPUTS,
+        local_environment,
+    )
 
     params = dict(params or {})
     check_params(name, params)
@@ -144,7 +150,8 @@ def run_local(
     log.info("running pipeline %s locally into %s with %s", name, out, params or "defaults")
     t0 = time.perf_counter()
     try:
-        PIPELINES[name](**params)
+        with local_environment():
+            PIPELINES[name](**params)
     except RuntimeError as e:
         text = _plain(str(e))
         failed = (

@@ -107,6 +107,7 @@ def test_every_model_sees_the_same_conditions_and_noises(evaluated: tuple[Path, 
     """The results differ only through the weights: outside the mask all equal the source, and
     the models' raw outputs stay close (small LoRA deltas on the same noise)."""
     out, _ = evaluated
+    deltas = {"policy": [], "policy_ema": []}
     for item in read_table(out / "items.parquet")[:4]:
         source = load_rgb(out / item["image"])
         mask = np.asarray(load_rgb(out / item["mask"]))[..., 0] > 127
@@ -118,7 +119,10 @@ def test_every_model_sees_the_same_conditions_and_noises(evaluated: tuple[Path, 
         for img in outs.values():
             assert (img[~mask] == source[~mask]).all()
         assert np.abs(raws["policy"] - raws["base"]).mean() < 40
-        assert np.abs(raws["policy_ema"] - raws["base"]).mean() < np.abs(raws["policy"] - raws["base"]).mean()
+        for mo in deltas:
+            deltas[mo].append(np.abs(raws[mo] - raws["base"]).mean())
+    # The EMA's adapter (random, half the policy's scale) moves the outputs less, over the items.
+    assert 0 < np.mean(deltas["policy_ema"]) < np.mean(deltas["policy"])
 
 
 def test_results_are_deterministic(world: dict[str, Path], evaluated: tuple[Path, dict]) -> None:
