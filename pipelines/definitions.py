@@ -196,9 +196,51 @@ def stage_pipeline(
         summary = (build.__doc__ or description).strip()
         args_doc = "\n".join(f"    {k}: {' '.join(text.split())}" for k, (_, _, text) in ordered)
         pipeline_func.__doc__ = f"{summary}\n\nArgs:\n{args_doc}\n"
-        return dsl.pipeline(name=name, description=description)(pipeline_func)
+        return pass_loop_inputs(dsl.pipeline(name=name, description=description)(pipeline_func))
 
     return wrap
+
+
+def pass_loop_inputs(pipeline: Any) -> Any:
+    """Work around a KFP 2.17 compiler gap: a pipeline parameter used only in a task's accelerator
+    settings inside a ``dsl.ParallelFor`` (the generate shards' ``gpus`` / ``gpu_type``) is read by
+    the task as ``pipelinechannel--<name>`` of the loop's sub-DAG, but the compiler declares it
+    neither as the sub-DAG's input nor passes it from the parent. Such a run fails on the cluster and
+    under kfp.local ("Parent pipeline input argument 'pipelinechannel--gpus' not found"). This adds
+    the declaration and the argument for every sub-DAG input its tasks read and nobody passes."""
+    from google.protobuf import json_format
+
+    graph = pipeline.component_spec.implementation.graph
+    spec = json_format.MessageToDict(graph)
+    components = spec.get("components", {})
+    root_inputs = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    prefix = "pipelinechannel--"
+    changed = True
+    while changed:
+        changed = False
+        dags = {"root": spec["root"], **{k: c for k, c in components.items() if "dag" in c}}
+        for comp_name, comp in dags.items():
+            if comp_name == "root":
+                continue
+            declared = comp.setdefault("inputDefinitions", {}).setdefault("parameters", {})
+            for task in comp["dag"].get("tasks", {}).values():
+                for arg in task.get("inputs", {}).get("parameters", {}).values():
+                    wanted = arg.get("componentInputParameter", "")
+                    root_name = wanted[len(prefix) :]
+                    if not wanted.startswith(prefix) or wanted in declared or root_name not in root_inputs:
+                        continue
+                    declared[wanted] = {"parameterType": root_inputs[root_name]["parameterType"]}
+                    for parent_name, parent in dags.items():  # every task that runs this sub-DAG
+                        for ptask in parent["dag"].get("tasks", {}).values():
+                            if ptask.get("componentRef", {}).get("name") != comp_name:
+                                continue
+                            source = root_name if parent_name == "root" else wanted
+                            params = ptask.setdefault("inputs", {}).setdefault("parameters", {})
+                            params.setdefault(wanted, {"componentInputParameter": source})
+                    changed = True
+    graph.Clear()
+    json_format.ParseDict(spec, graph)
+    return pipeline
 
 
 # ---- task settings ---------------------------------------------------------------------------
@@ -216,26 +258,36 @@ def _label_studio_step(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-# kfp.local runs each step as a process on this machine, which has none of the cluster's volumes
-# (/scratch, /models): run_local turns this off so that local steps keep the machine's TMPDIR and
-# Hugging Face cache. Compiled specs always carry the cluster environment.
-CLUSTER_ENV = {"enabled": True}
+# Set on model steps for the cluster (its scratch and models volumes); kfp.local runs each step as
+# a process on this machine, which has neither: :func:`local_environment` leaves them out there.
+CLUSTER_ONLY_ENV = ("TMPDIR", "HF_HOME", "HF_HUB_OFFLINE")
 
 
 @contextlib.contextmanager
-def local_environment() -> Iterator[None]:
-    """Build pipelines for kfp.local: no cluster-only environment variables on the steps."""
-    before = CLUSTER_ENV["enabled"]
-    CLUSTER_ENV["enabled"] = False
+def local_environment(pipeline: Any) -> Iterator[None]:
+    """Run ``pipeline`` (a built pipeline) under kfp.local without the cluster-only environment
+    variables, so that local steps keep this machine's TMPDIR and Hugging Face cache. The pipeline's
+    spec is restored afterwards (compiled specs always carry them)."""
+    from google.protobuf import json_format
+
+    graph = pipeline.component_spec.implementation.graph
+    saved = json_format.MessageToDict(graph.deployment_spec)
+    local = json_format.MessageToDict(graph.deployment_spec)
+    for executor in local.get("executors", {}).values():
+        container = executor.get("container", {})
+        env = [e for e in container.get("env", []) if e.get("name") not in CLUSTER_ONLY_ENV]
+        if "env" in container:
+            if env:
+                container["env"] = env
+            else:
+                del container["env"]
+    graph.deployment_spec.Clear()
+    graph.deployment_spec.update(local)
     try:
         yield
     finally:
-        CLUSTER_ENV["enabled"] = before
-
-
-def _cluster_env(task: dsl.PipelineTask, name: str, value: str) -> None:
-    if CLUSTER_ENV["enabled"]:
-        task.set_env_variable(name, value)
+        graph.deployment_spec.Clear()
+        graph.deployment_spec.update(saved)
 
 
 def _gpu(task: dsl.PipelineTask, p: Params, cpu: str = "8", memory: str = "64G") -> dsl.PipelineTask:
@@ -254,10 +306,10 @@ def _gpu(task: dsl.PipelineTask, p: Params, cpu: str = "8", memory: str = "64G")
     kubernetes.add_ephemeral_volume(
         task, volume_name="scratch", mount_path="/scratch", access_modes=["ReadWriteOnce"], size="100Gi"
     )
-    _cluster_env(task, "TMPDIR", "/scratch")
+    task.set_env_variable("TMPDIR", "/scratch")
     kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
-    _cluster_env(task, "HF_HOME", f"{MODELS_MOUNT}/huggingface")
-    _cluster_env(task, "HF_HUB_OFFLINE", "1")
+    task.set_env_variable("HF_HOME", f"{MODELS_MOUNT}/huggingface")
+    task.set_env_variable("HF_HUB_OFFLINE", "1")
     return task
 
 

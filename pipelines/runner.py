@@ -150,7 +150,7 @@ def run_local(
     log.info("running pipeline %s locally into %s with %s", name, out, params or "defaults")
     t0 = time.perf_counter()
     try:
-        with local_environment():
+        with local_environment(PIPELINES[name]):
             PIPELINES[name](**params)
     except RuntimeError as e:
         text = _plain(str(e))

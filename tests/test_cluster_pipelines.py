@@ -138,3 +138,26 @@ def test_collect_cannot_run_without_a_label_studio_url_unless_offline_is_said(sp
 def test_readme_states_the_minimum_kfp_backend() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "Kubeflow Pipelines backend 2.5" in readme
+
+
+def test_every_input_a_sub_dag_reads_is_declared_and_passed(specs) -> None:
+    """Each task in a sub-DAG (the generate shards' ParallelFor) reads only inputs its sub-DAG
+    declares, and every task running that sub-DAG passes them (KFP 2.17 leaves out parameters used
+    only in accelerator settings; pass_loop_inputs adds them). Without it a run fails on the
+    cluster and under kfp.local: "Parent pipeline input argument 'pipelinechannel--gpus' not found"."""
+    n_dags = 0
+    for name, (spec, _) in specs.items():
+        dags = {"root": spec["root"], **{k: c for k, c in spec["components"].items() if "dag" in c}}
+        for comp_name, comp in dags.items():
+            declared = set(comp.get("inputDefinitions", {}).get("parameters", {}))
+            for task_name, task in comp["dag"]["tasks"].items():
+                for arg in task.get("inputs", {}).get("parameters", {}).values():
+                    wanted = arg.get("componentInputParameter")
+                    assert wanted is None or wanted in declared, (name, comp_name, task_name, wanted)
+                callee = task.get("componentRef", {}).get("name")
+                if callee in dags:
+                    n_dags += 1
+                    needs = set(dags[callee].get("inputDefinitions", {}).get("parameters", {}))
+                    passed = set(task.get("inputs", {}).get("parameters", {}))
+                    assert needs <= passed | {n for n in needs if n.endswith("-loop-item")}, (name, task_name)
+    assert n_dags >= 3  # the shards' loops of collect, train and end_to_end at least
