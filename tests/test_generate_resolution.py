@@ -4,6 +4,7 @@ size with the pixels outside the mask exact."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -62,5 +63,12 @@ def test_mixed_sizes_come_back_at_their_size_with_exact_outside(
         mask = load_rgb(out / items[cand["item_id"]]["mask"])[..., 0] > 127
         assert np.array_equal(res[~mask], src[~mask])
         assert not np.array_equal(res[mask], src[mask])
-    # 6 items of 5 sizes, tiny profile (image_size 64): 12 candidates in 3 buckets (1:1, 16:9-ish, 9:16-ish)
-    assert metrics["n_batches"] == 3 and metrics["n_candidates"] == 12
+    # 6 items of 5 sizes, tiny profile (image_size 64): 12 candidates, one batch per bucket on the
+    # generator's grid (2 x its VAE factor: 4 px for the tiny FLUX, whose VAE halves each side):
+    # 1:1, 16:9, 9:16 and 3:4 - the two 16:9-ish items (48x80, 50x90) share one.
+    vae = json.loads((tiny_zoo / "flux_fill" / "vae" / "config.json").read_text())
+    grid = 2 * 2 ** (len(vae["block_out_channels"]) - 1)
+    sizes = [(48, 80), (64, 64), (80, 48), (96, 72), (50, 90), (64, 64)]
+    buckets = {fit_size(s, grid, 64) for s in sizes}
+    assert grid == 4 and len(buckets) == 4
+    assert metrics["n_batches"] == len(buckets) and metrics["n_candidates"] == 12

@@ -2,9 +2,11 @@
 
 One code path for every size. A model folder is a diffusers ``FluxFillPipeline`` folder
 (``transformer/``, ``vae/``, ``text_encoder/`` (CLIP), ``text_encoder_2/`` (T5), both tokenizers,
-``scheduler/``, safetensors weights): the tiny zoo's folder is built here from small configs with
-seeded random weights; the full profile points at a mounted FLUX.1-Fill-dev folder. :func:`load`
-reads either with ``from_pretrained``.
+``scheduler/``, safetensors weights): :func:`build_tiny` builds one from small configs with seeded
+random weights (tests of the samplers); :func:`build_trained` builds the tiny zoo's model, whose
+weights were trained on the synthetic world and ship with the package
+(:mod:`onereward.models.trained`, reproduced by ``onereward zoo train``); the full profile points
+at a mounted FLUX.1-Fill-dev folder. :func:`load` reads either with ``from_pretrained``.
 
 Channel arithmetic of the fill transformer: latents of ``C`` channels at VAE factor ``f`` are
 packed 2x2 into ``4C`` channels; the input is the packed noisy latents (``4C``), the packed
@@ -59,10 +61,12 @@ def published_config(part: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TinySize:
-    """Widths of the tiny FLUX-Fill-style model (defaults: the zoo's model, about 0.5M parameters)."""
+    """Widths of the tiny FLUX-Fill-style model (defaults: the zoo's model)."""
 
     latent_channels: int = 4
     vae_channels: tuple[int, ...] = (16, 16, 32, 32)  # four levels: f = 8 like the real VAE
+    vae_layers_per_block: int = 1
+    vae_mid_attention: bool = True
     heads: int = 2
     head_dim: int = 16
     axes_dims_rope: tuple[int, int, int] = (4, 6, 6)  # sums to head_dim
@@ -148,7 +152,7 @@ def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, An
         "down_block_types": ["DownEncoderBlock2D"] * n,
         "up_block_types": ["UpDecoderBlock2D"] * n,
         "block_out_channels": list(size.vae_channels),
-        "layers_per_block": 1,
+        "layers_per_block": size.vae_layers_per_block,
         "latent_channels": size.latent_channels,
         "norm_num_groups": 8,
         "sample_size": 64,
@@ -156,6 +160,7 @@ def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, An
         "shift_factor": 0.1159,
         "use_quant_conv": False,
         "use_post_quant_conv": False,
+        "mid_block_add_attention": size.vae_mid_attention,
     }
     clip_cfg = {
         "vocab_size": len(clip_tok),
@@ -268,11 +273,41 @@ def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize
     Saved with ``FluxFillPipeline.save_pretrained`` (safetensors) into a temp folder beside
     ``out_dir`` and renamed into place, so an interrupted build leaves nothing under the name.
     """
+    _save(pipeline_from_components(tiny_components(seed, size)), out_dir)
+
+
+def build_trained(
+    out_dir: str | os.PathLike[str], seed: int = 0, *, weights_root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Build the zoo's trained tiny FLUX-Fill pipeline into ``out_dir`` and return its weights index.
+
+    The architecture comes from the shipped ``weights.json`` (``size``), the weights from the
+    shipped safetensors (:mod:`onereward.models.trained`; ``weights_root`` overrides where they
+    are read); ``seed`` is unused (trained weights do not depend on it) and accepted so that every
+    zoo builder has one signature. Saved like :func:`build_tiny`.
+    """
+    from onereward.models import trained
+
+    del seed
+    index = trained.read_index("flux_fill", weights_root)
+    size = size_from_dict(index["size"])
+    comps = tiny_components(int(index["recipe"].get("seed", 0)), size)
+    trained.load_weights(comps, "flux_fill", weights_root)
+    _save(pipeline_from_components(comps), out_dir)
+    return index
+
+
+def size_from_dict(data: dict[str, Any]) -> TinySize:
+    """A :class:`TinySize` from its ``asdict`` form (lists become tuples)."""
+    return TinySize(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _save(pipe: Any, out_dir: str | os.PathLike[str]) -> None:
+    """``save_pretrained`` (safetensors) into a temp folder beside ``out_dir``, then rename."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        pipe = pipeline_from_components(tiny_components(seed, size))
         pipe.save_pretrained(tmp, safe_serialization=True)
         if out.exists():
             shutil.rmtree(out)

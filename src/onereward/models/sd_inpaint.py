@@ -2,9 +2,11 @@
 
 A model folder is a diffusers ``StableDiffusionInpaintPipeline`` folder without a safety
 checker. The UNet input is the noisy latents (4), the mask resized to latent size (1) and the
-masked-image latents (4): ``in_channels = 2C + 1 = 9``. The tiny zoo's folder is built here with
-seeded random weights; the full profile points at a mounted SD-inpainting folder. The scheduler is
-DDIM (deterministic, eta = 0) with Stable Diffusion's published beta schedule.
+masked-image latents (4): ``in_channels = 2C + 1 = 9``. :func:`build_tiny` builds a folder with
+seeded random weights (tests of the samplers); :func:`build_trained` builds the tiny zoo's model
+from the weights trained on the synthetic world that ship with the package
+(:mod:`onereward.models.trained`); the full profile points at a mounted SD-inpainting folder.
+The scheduler is DDIM (deterministic, eta = 0) with Stable Diffusion's published beta schedule.
 """
 
 from __future__ import annotations
@@ -38,11 +40,20 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class TinySize:
-    """Widths of the tiny SD-inpainting-style model (defaults: the zoo's model)."""
+    """Widths of the tiny SD-inpainting-style model (defaults: a small random-weight model)."""
 
     latent_channels: int = 4
     unet_channels: tuple[int, ...] = (16, 32)
+    # Per UNet level: cross-attention (True) or a plain ResNet level (attention over the many
+    # tokens of the high-resolution levels is what costs most on a CPU).
+    unet_attention: tuple[bool, ...] = (True, False)
+    unet_layers_per_block: int = 1
+    # Heads per attention layer (diffusers' legacy ``attention_head_dim`` argument is the head count).
+    unet_attention_heads: int = 8
     vae_channels: tuple[int, ...] = (16, 16, 32, 32)  # four levels: f = 8 like the real VAE
+    vae_layers_per_block: int = 1
+    vae_mid_attention: bool = True
+    vae_quant_conv: bool = True  # SD's VAE has 1x1 quant convs; FLUX's (which SD may reuse) has none
     text_width: int = 32
     text_layers: int = 2
 
@@ -53,22 +64,27 @@ def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, An
     from transformers import CLIPTextConfig, CLIPTextModel
 
     size = size or TinySize()
+    if len(size.unet_attention) != len(size.unet_channels):
+        raise InputError(
+            f"size.unet_attention: one flag per UNet level ({len(size.unet_channels)}), got {size.unet_attention}"
+        )
     tokenizer = build_clip_tokenizer()
     n_vae = len(size.vae_channels)
-    n_unet = len(size.unet_channels)
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in size.unet_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(size.unet_attention))
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=8,
+            sample_size=64 // 2 ** (n_vae - 1),
             in_channels=2 * size.latent_channels + 1,
             out_channels=size.latent_channels,
-            down_block_types=("CrossAttnDownBlock2D",) * (n_unet - 1) + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n_unet - 1),
+            down_block_types=down,
+            up_block_types=up,
             block_out_channels=tuple(size.unet_channels),
-            layers_per_block=1,
+            layers_per_block=size.unet_layers_per_block,
             cross_attention_dim=size.text_width,
-            attention_head_dim=8,
+            attention_head_dim=size.unet_attention_heads,
             norm_num_groups=8,
         )
         vae = AutoencoderKL(
@@ -77,11 +93,14 @@ def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, An
             down_block_types=("DownEncoderBlock2D",) * n_vae,
             up_block_types=("UpDecoderBlock2D",) * n_vae,
             block_out_channels=tuple(size.vae_channels),
-            layers_per_block=1,
+            layers_per_block=size.vae_layers_per_block,
             latent_channels=size.latent_channels,
             norm_num_groups=8,
             sample_size=64,
             scaling_factor=0.18215,
+            mid_block_add_attention=size.vae_mid_attention,
+            use_quant_conv=size.vae_quant_conv,
+            use_post_quant_conv=size.vae_quant_conv,
         )
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
@@ -124,11 +143,38 @@ def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize
     Saved with ``StableDiffusionInpaintPipeline.save_pretrained`` (safetensors, no safety checker)
     into a temp folder beside ``out_dir`` and renamed into place.
     """
+    _save(pipeline_from_components(tiny_components(seed, size)), out_dir)
+
+
+def build_trained(
+    out_dir: str | os.PathLike[str], seed: int = 0, *, weights_root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Build the zoo's trained tiny SD-inpainting pipeline into ``out_dir`` (architecture from the
+    shipped ``weights.json``, weights from the shipped safetensors, :mod:`onereward.models.trained`);
+    ``seed`` is unused. Returns the weights index."""
+    from onereward.models import trained
+
+    del seed
+    index = trained.read_index("sd_inpaint", weights_root)
+    size = size_from_dict(index["size"])
+    comps = tiny_components(int(index["recipe"].get("seed", 0)), size)
+    trained.load_weights(comps, "sd_inpaint", weights_root)
+    _save(pipeline_from_components(comps), out_dir)
+    return index
+
+
+def size_from_dict(data: dict[str, Any]) -> TinySize:
+    """A :class:`TinySize` from its ``asdict`` form (lists become tuples)."""
+    return TinySize(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _save(pipe: Any, out_dir: str | os.PathLike[str]) -> None:
+    """``save_pretrained`` (safetensors, no safety checker) into a temp folder beside ``out_dir``,
+    then rename."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        pipe = pipeline_from_components(tiny_components(seed, size))
         pipe.save_pretrained(tmp, safe_serialization=True)
         if out.exists():
             shutil.rmtree(out)

@@ -1,12 +1,17 @@
-"""The tiny model zoo: every model of the tiny profile built from configs with seeded random weights.
+"""The tiny model zoo: every model of the tiny profile built from configs.
 
-``build_zoo(profile, out)`` calls each family's ``build_tiny`` (``onereward.models.*``) into
+``build_zoo(profile, out)`` calls each model's builder (``onereward.models.*``) into
 ``out/<name>`` and writes a ``zoo`` artifact; every model is then loaded back through the same
-``from_pretrained(local_dir)`` code the full profile uses. For a profile whose models are not
-``zoo:`` references (``full``) the zoo artifact only records the resolved references.
+``from_pretrained(local_dir)`` code the full profile uses. CLIP and the reward VLM get seeded
+random weights (``build_tiny``); the two generators get the weights trained on the synthetic
+world that ship with the package (``build_trained``, :mod:`onereward.models.trained`), which
+``onereward zoo train`` reproduces (:mod:`onereward.zoo.train`). For a profile whose models are
+not ``zoo:`` references (``full``) the zoo artifact only records the resolved references.
 
-``ensure_zoo(profile)`` builds the zoo once into a cache directory keyed by the profile's hash
-(``$ONEREWARD_CACHE`` or ``~/.cache/onereward``) and reuses it afterwards.
+``ensure_zoo(profile)`` builds the zoo once into a cache directory keyed by the profile's models
+and the builder (:func:`code_sha`: the builders' code, packaged configs and shipped weights) and
+reuses it afterwards. A zoo built by another builder is never reused: the cache rebuilds it, and
+an explicit ``--zoo`` of another builder is refused (:func:`verify_zoo`).
 """
 
 from __future__ import annotations
@@ -25,26 +30,51 @@ from onereward.profile import Profile, load_profile
 
 log = get_logger("zoo")
 
-# zoo folder name -> (profile model key, module with build_tiny/load)
+# zoo folder name -> (profile model key, module with the builder and load)
 ZOO_MODELS: dict[str, tuple[str, str]] = {
     "clip": ("clip", "onereward.models.clip"),
     "flux_fill": ("generator", "onereward.models.flux_fill"),
     "sd_inpaint": ("generator_sd", "onereward.models.sd_inpaint"),
     "reward_vlm": ("reward_model", "onereward.models.reward_vlm"),
 }
+# The builder function of each zoo model (random weights, or the shipped trained ones).
+BUILDERS: dict[str, str] = {
+    "clip": "build_tiny",
+    "flux_fill": "build_trained",
+    "sd_inpaint": "build_trained",
+    "reward_vlm": "build_tiny",
+}
+# Version of the zoo's build rules (what each model gets); recorded in every zoo and part of
+# :func:`code_sha`. 2: the generators are trained on the synthetic world (1: random weights).
+BUILDER_VERSION = 2
 
 
 def code_sha() -> str:
-    """Hash of the code and packaged configs that build the tiny models (and the package version):
-    part of the zoo cache key, so changing a builder never reuses a stale cached zoo."""
+    """Hash of what builds the tiny models: the package version, :data:`BUILDER_VERSION`, the
+    models' code and packaged configs and the shipped trained weights. Part of the zoo cache key
+    and recorded in every zoo, so a zoo of another builder is never taken for this one's."""
     from onereward import __version__
 
     models_dir = Path(__file__).resolve().parents[1] / "models"
-    h = hashlib.sha256(__version__.encode())
-    for p in sorted([*models_dir.glob("*.py"), *models_dir.glob("configs/*")]):
-        h.update(p.name.encode())
+    h = hashlib.sha256(f"{__version__}/{BUILDER_VERSION}".encode())
+    files = [*models_dir.glob("*.py"), *models_dir.glob("configs/*"), *models_dir.glob("weights/**/*")]
+    for p in sorted(f for f in files if f.is_file()):
+        h.update(str(p.relative_to(models_dir)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def builder_mismatch(manifest: Manifest) -> str | None:
+    """Why ``manifest``'s zoo was built by another builder than this code (None when it was not,
+    or when it records no builder: a hand-made zoo of tests)."""
+    recorded = manifest.parameters.get("code_sha")
+    if recorded is None or recorded == code_sha():
+        return None
+    return (
+        f"field 'producer.parameters.code_sha' is {recorded} (builder version "
+        f"{manifest.parameters.get('builder_version', 1)}), this code builds {code_sha()} "
+        f"(builder version {BUILDER_VERSION})"
+    )
 
 
 def cache_root() -> Path:
@@ -60,6 +90,7 @@ def build_zoo(profile: str | Profile, out: str | os.PathLike[str], *, seed: int 
         "profile_sha": prof.sha,
         "models_sha": prof.models_sha,
         "code_sha": code_sha(),
+        "builder_version": BUILDER_VERSION,
         "seed": seed,
     }
     with ArtifactWriter(out, kind="zoo", stage="build_zoo", parameters=params) as art:
@@ -73,11 +104,23 @@ def build_zoo(profile: str | Profile, out: str | os.PathLike[str], *, seed: int 
                     )
                 module = importlib.import_module(module_name)
                 t0 = time.perf_counter()
-                module.build_tiny(art.path / folder, seed=seed)
+                built = getattr(module, BUILDERS[folder])(art.path / folder, seed=seed)
                 secs = time.perf_counter() - t0
                 art.timings[f"build_{folder}_s"] = round(secs, 3)
                 n_bytes = sum(p.stat().st_size for p in (art.path / folder).rglob("*") if p.is_file())
-                models[folder] = {"profile_key": key, "ref": ref.ref, "built": True, "bytes": n_bytes}
+                models[folder] = {
+                    "profile_key": key,
+                    "ref": ref.ref,
+                    "built": True,
+                    "bytes": n_bytes,
+                    "weights": "trained" if BUILDERS[folder] == "build_trained" else f"random (seed {seed})",
+                }
+                if isinstance(built, dict):  # a trained model's weights index: what it was trained with
+                    models[folder]["training"] = {
+                        "files": built.get("files"),
+                        "recipe": built.get("recipe"),
+                        "summary": built.get("summary"),
+                    }
                 log.info("built %s in %.2fs (%.1f MB)", folder, secs, n_bytes / 1e6)
             else:
                 models[folder] = {"profile_key": key, "ref": ref.ref, "built": False}
@@ -104,8 +147,11 @@ def ensure_zoo(profile: str | Profile, *, seed: int = 0) -> Path:
         try:
             if target.exists():
                 try:
-                    read_artifact(target, kind="zoo", what="zoo cache")
-                    return target
+                    cached = read_artifact(target, kind="zoo", what="zoo cache")
+                    why = builder_mismatch(cached)
+                    if why is None:
+                        return target
+                    log.warning("rebuilding the zoo cache %s: built by another builder (%s)", target, why)
                 except ArtifactError as e:
                     log.warning("rebuilding the zoo cache: %s", e)
             log.info("building the %s zoo into %s (once; cached by profile hash)", prof.name, target)
@@ -121,14 +167,21 @@ _VERIFIED: dict[tuple[str, float], str] = {}
 def verify_zoo(profile: str | Profile, zoo: str | os.PathLike[str]) -> Manifest:
     """Check that ``zoo`` is an intact zoo artifact built for this profile's models.
 
-    Verifies kind, schema and content hash (once per process and manifest) and that the zoo's
-    recorded ``models_sha`` matches the profile's ``models`` section.
+    Verifies kind, schema and content hash (once per process and manifest), that the zoo was built
+    by this code's builder (recorded ``code_sha``) and that its recorded ``models_sha`` matches the
+    profile's ``models`` section.
     """
     prof = load_profile(profile)
     mpath = Path(zoo) / "manifest.json"
     key = (str(Path(zoo).resolve()), mpath.stat().st_mtime if mpath.exists() else 0.0)
     manifest = read_artifact(zoo, kind="zoo", verify_hash=key not in _VERIFIED, what="--zoo")
     _VERIFIED[key] = manifest.content_hash
+    why = builder_mismatch(manifest)
+    if why is not None:
+        raise ArtifactError(
+            f"--zoo: {mpath} was built by another zoo builder: {why}; rebuild it with "
+            f"`onereward zoo build --profile {prof.name} --out DIR`"
+        )
     built_for = manifest.parameters.get("models_sha")
     if built_for is not None and built_for != prof.models_sha:
         raise ArtifactError(
