@@ -516,8 +516,10 @@ def train(p: Params) -> None:
         "export_offline": True,
         "reward_max_steps": 400,
         "evaluate_human": "simulate",
-        # Until the tiny generators are trained (issue 11), the demo's reward model compares noise
-        # and cannot pass the gate; the override is logged and shown in train_policy's report.
+        # The demo annotates 24 items: its reward model is tested on 4 held-out items (1-2 pairs per
+        # task x dimension), too few for the gate's per-cell accuracy to mean anything, and on 200
+        # items of the trained generators' candidates it reaches 0.61 (bench_policy), below the gate.
+        # The override is logged and shown in train_policy's report.
         "policy_gate_override": True,
     },
 )

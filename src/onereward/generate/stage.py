@@ -573,7 +573,9 @@ def oracle_metrics(root: Path, rows: list[dict[str, Any]], cand_rows: list[dict[
     from onereward.synth.scoring import candidate_oracle_metrics
 
     sim = SimulateConfig()
-    found = candidate_oracle_metrics(rows, cand_rows, item_root=root, level=max(sim.noise, sim.threshold))
+    # Items whose target the input names but does not hold are left out, like items without one.
+    scored = [r for r in rows if r.get("target") and (root / r["target"]).is_file()]
+    found = candidate_oracle_metrics(scored, cand_rows, item_root=root, level=max(sim.noise, sim.threshold))
     return found or {}
 
 
