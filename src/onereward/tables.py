@@ -186,3 +186,51 @@ def read_table(
     if missing:
         raise ValueError(f"{what}: {path} lacks column(s) {missing}; has {table.column_names}")
     return table.to_pylist()
+
+
+def read_subset_items(
+    subset: str | os.PathLike[str], *, stage: str
+) -> tuple[Any, Path, list[dict[str, Any]]]:
+    """The items of a ``subset`` artifact (or a ``pool`` whose items all have masks) that a
+    generator stage (``stage``: generate_candidates, train_policy) works on, every row checked
+    before any work: unique ids, known tasks, a prompt for image_fill and none over
+    ``tasks.MAX_PROMPT_CHARS``, a mask, image and mask files present. Returns (manifest, root, rows);
+    every problem is an InputError naming ``--subset``, the item and the field."""
+    from onereward import tasks
+    from onereward.artifacts import read_artifact
+    from onereward.errors import InputError
+
+    manifest = read_artifact(subset, kind=("subset", "pool"), what="--subset")
+    root = Path(subset)
+    try:
+        rows = read_table(
+            root / "items.parquet",
+            required=("item_id", "task", "image", "mask", "prompt"),
+            what="--subset items.parquet",
+        )
+    except ValueError as e:  # a missing column
+        raise InputError(str(e)) from None
+    seen: set[str] = set()
+    for row in rows:
+        iid = row["item_id"]
+        where = f"--subset items.parquet item {iid!r}"
+        if iid in seen:
+            raise InputError(f"{where}: duplicate item_id")
+        seen.add(iid)
+        tasks.check_task(row["task"], where=f"{where} field 'task'")
+        if row["task"] == tasks.IMAGE_FILL and not tasks.has_user_prompt(row["task"], row["prompt"]):
+            raise InputError(f"{where}: field 'prompt' is empty; image_fill items need a prompt")
+        if row["prompt"] and len(row["prompt"]) > tasks.MAX_PROMPT_CHARS:
+            raise InputError(
+                f"{where}: field 'prompt' has {len(row['prompt'])} characters; expected at most "
+                f"{tasks.MAX_PROMPT_CHARS}"
+            )
+        if not row.get("mask"):
+            raise InputError(
+                f"{where}: field 'mask' is null; {stage} needs a mask for every item "
+                "(select_subset makes masks for pools that lack them)"
+            )
+        for col in ("image", "mask"):
+            if not (root / row[col]).is_file():
+                raise InputError(f"{where}: field '{col}' names {row[col]!r}, which is not a file in {root}")
+    return manifest, root, rows

@@ -50,7 +50,7 @@ from onereward.generate.sampler import CandidateSpec, ItemCondition, Sampler, ch
 from onereward.imageio import load_mask, load_rgb, save_png
 from onereward.log import Throughput, get_logger
 from onereward.profile import load_profile
-from onereward.tables import GENERATED_CANDIDATES_SCHEMA, read_table, write_table
+from onereward.tables import GENERATED_CANDIDATES_SCHEMA, read_subset_items, read_table, write_table
 from onereward.zoo import zoo_dir_for
 
 log = get_logger("generate")
@@ -108,40 +108,6 @@ def parse_shard(shard: str, where: str = "shard") -> tuple[int, int]:
         return GenerateConfig(shard=str(shard)).shard_index()
     except InputError:
         raise InputError(f"{where}: field 'shard' must be 'i/n' with 0 <= i < n, got {shard!r}") from None
-
-
-def _read_items(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
-    manifest = read_artifact(subset, kind=("subset", "pool"), what="--subset")
-    root = Path(subset)
-    rows = read_table(
-        root / "items.parquet",
-        required=("item_id", "task", "image", "mask", "prompt"),
-        what="--subset items.parquet",
-    )
-    seen: set[str] = set()
-    for row in rows:
-        iid = row["item_id"]
-        where = f"--subset items.parquet item {iid!r}"
-        if iid in seen:
-            raise InputError(f"{where}: duplicate item_id")
-        seen.add(iid)
-        tasks.check_task(row["task"], where=f"{where} field 'task'")
-        if row["task"] == tasks.IMAGE_FILL and not tasks.has_user_prompt(row["task"], row["prompt"]):
-            raise InputError(f"{where}: field 'prompt' is empty; image_fill items need a prompt")
-        if row["prompt"] and len(row["prompt"]) > tasks.MAX_PROMPT_CHARS:
-            raise InputError(
-                f"{where}: field 'prompt' has {len(row['prompt'])} characters; expected at most "
-                f"{tasks.MAX_PROMPT_CHARS}"
-            )
-        if not row.get("mask"):
-            raise InputError(
-                f"{where}: field 'mask' is null; generate_candidates needs a mask for every item "
-                "(select_subset makes masks for pools that lack them)"
-            )
-        for col in ("image", "mask"):
-            if not (root / row[col]).is_file():
-                raise InputError(f"{where}: field '{col}' names {row[col]!r}, which is not a file in {root}")
-    return manifest, root, rows
 
 
 def _load_condition(root: Path, row: dict[str, Any]) -> ItemCondition:
@@ -302,7 +268,7 @@ def plan_run(prof: Any, cfg: GenerateConfig, zoo: str | None, subset: str) -> Pl
     """Read this shard's items, check their pixels (a bad mask stops the stage before any work) and
     draw every candidate's parameters; the recorded parameters include the generator's identity."""
     shard_i, shard_n = cfg.shard_index()
-    source, root, rows = _read_items(subset)
+    source, root, rows = read_subset_items(subset, stage=STAGE)
     rows = sorted(rows, key=lambda r: r["item_id"])[shard_i::shard_n]
     params: dict[str, Any] = {
         "profile": prof.name,

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from onereward import tasks
-from onereward.artifacts import Manifest, read_artifact
+from onereward.artifacts import Manifest
 from onereward.errors import InputError
 from onereward.generate.sampler import ItemCondition, check_condition, fit_to_multiple
 from onereward.imageio import load_mask, load_rgb
-from onereward.tables import read_table
+from onereward.tables import read_subset_items
 
 # Named random streams of one step (the third seed word).
 STREAM_TASKS, STREAM_NOISE, STREAM_TIME, STREAM_NFT = 1, 2, 3, 4
@@ -89,36 +89,9 @@ class ConditionSet:
 
 
 def _read_rows(subset: str) -> tuple[Manifest, Path, list[dict[str, Any]]]:
-    manifest = read_artifact(subset, kind=("subset", "pool"), what="--subset")
-    root = Path(subset)
-    try:
-        rows = read_table(
-            root / "items.parquet",
-            required=("item_id", "task", "image", "mask", "prompt"),
-            what="--subset items.parquet",
-        )
-    except ValueError as e:  # a missing column
-        raise InputError(str(e)) from None
+    manifest, root, rows = read_subset_items(subset, stage="train_policy")
     if not rows:
         raise InputError(f"--subset: {root / 'items.parquet'} has no items")
-    seen: set[str] = set()
-    for row in rows:
-        iid = row["item_id"]
-        where = f"--subset items.parquet item {iid!r}"
-        if iid in seen:
-            raise InputError(f"{where}: duplicate item_id")
-        seen.add(iid)
-        tasks.check_task(row["task"], where=f"{where} field 'task'")
-        if row["task"] == tasks.IMAGE_FILL and not tasks.has_user_prompt(row["task"], row["prompt"]):
-            raise InputError(f"{where}: field 'prompt' is empty; image_fill items need a prompt")
-        if not row.get("mask"):
-            raise InputError(
-                f"{where}: field 'mask' is null; train_policy needs a mask for every item "
-                "(select_subset makes masks for pools that lack them)"
-            )
-        for col in ("image", "mask"):
-            if not (root / row[col]).is_file():
-                raise InputError(f"{where}: field '{col}' names {row[col]!r}, which is not a file in {root}")
     return manifest, root, rows
 
 
