@@ -289,17 +289,9 @@ def build_trained(
     from onereward.models import trained
 
     del seed
-    index = trained.read_index("flux_fill", weights_root)
-    size = size_from_dict(index["size"])
-    comps = tiny_components(int(index["recipe"].get("seed", 0)), size)
-    trained.load_weights(comps, "flux_fill", weights_root)
+    comps, index = trained.trained_components("flux_fill", TinySize, tiny_components, weights_root)
     _save(pipeline_from_components(comps), out_dir)
     return index
-
-
-def size_from_dict(data: dict[str, Any]) -> TinySize:
-    """A :class:`TinySize` from its ``asdict`` form (lists become tuples)."""
-    return TinySize(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _save(pipe: Any, out_dir: str | os.PathLike[str]) -> None:

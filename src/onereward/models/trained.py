@@ -138,6 +138,19 @@ def load_weights(
     return index
 
 
+def trained_components(
+    family: str, size_cls: Any, make_components: Any, root: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A family's components with its shipped weights: the architecture from ``weights.json``'s
+    ``size`` (``size_cls``, lists as tuples), built by ``make_components(seed, size)``, then
+    :func:`load_weights`. Returns (components, index)."""
+    index = read_index(family, root)
+    size = size_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in index["size"].items()})
+    components = make_components(int(index["recipe"].get("seed", 0)), size)
+    load_weights(components, family, root)
+    return components, index
+
+
 def weights_sha(root: str | os.PathLike[str] | None = None) -> str:
     """Hash of every shipped weights file (part of the zoo's cache key)."""
     base = Path(root) if root is not None else WEIGHTS_DIR
