@@ -92,13 +92,13 @@ def test_pipeline_stage_parameters_mirror_the_components(name: str) -> None:
         component_input = STAGE_COMPONENTS[prefix].component_spec.inputs[pname[len(prefix) + 1 :]]
         assert param.annotation is typ and spec[pname].description == " ".join(text.split())
         assert text == component_input.description
-        if param.default != default:  # a pipeline may set its own default (the demo's reward steps)
+        if param.default != default:  # a pipeline may set its own default (the demo's pool size)
             assert name == "end_to_end" and pname in (
-                "reward_max_steps",
+                "synth_items",
+                "select_size",
                 "export_project_title",
                 "export_offline",
                 "evaluate_human",
-                "policy_gate_override",
             ), pname
     # every exposed component parameter reaches every pipeline that runs the stage
     for prefix in STAGE_COMPONENTS:

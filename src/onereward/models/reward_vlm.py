@@ -239,18 +239,12 @@ def build_processor(tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: in
     )
 
 
-def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize | None = None) -> None:
-    """Build the tiny Qwen2.5-VL reward VLM with seeded random weights into ``out_dir``.
-
-    Writes config, safetensors weights, tokenizer (``tokenizer.json``), processor configs and the
-    chat template with ``save_pretrained``; the same ``seed`` gives identical weights.
-    """
+def tiny_components(seed: int = 0, size: TinySize | None = None) -> dict[str, Any]:
+    """``{"model": Qwen2_5_VLForConditionalGeneration}`` of ``size`` with seeded random weights (the
+    global RNG is left as it was)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    config = tiny_config(tokenizer, size or TinySize())
+    config = tiny_config(build_tokenizer(), size or TinySize())
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -258,8 +252,42 @@ def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize
     finally:
         torch.random.set_rng_state(state)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
+    return {"model": model}
+
+
+def _save(model: Any, out_dir: str | os.PathLike[str]) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    build_processor(tokenizer).save_pretrained(out)
+    build_processor(build_tokenizer()).save_pretrained(out)
+
+
+def build_tiny(out_dir: str | os.PathLike[str], seed: int = 0, *, size: TinySize | None = None) -> None:
+    """Build the tiny Qwen2.5-VL reward VLM with seeded random weights into ``out_dir``.
+
+    Writes config, safetensors weights, tokenizer (``tokenizer.json``), processor configs and the
+    chat template with ``save_pretrained``; the same ``seed`` gives identical weights.
+    """
+    _save(tiny_components(seed, size)["model"], out_dir)
+
+
+def build_trained(
+    out_dir: str | os.PathLike[str], seed: int = 0, *, weights_root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Build the zoo's tiny reward VLM pretrained on the synthetic world into ``out_dir`` and return
+    its weights index.
+
+    The architecture comes from the shipped ``weights.json`` (``size``), the weights from the
+    shipped safetensors (:mod:`onereward.models.trained`, written by
+    :mod:`onereward.reward.pretrain`; ``weights_root`` overrides where they are read); ``seed`` is
+    unused and accepted so that every zoo builder has one signature. Saved like :func:`build_tiny`.
+    """
+    from onereward.models import trained
+
+    del seed
+    comps, index = trained.trained_components("reward_vlm", TinySize, tiny_components, weights_root)
+    _save(comps["model"], out_dir)
+    return index
 
 
 @dataclass

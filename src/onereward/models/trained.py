@@ -1,13 +1,16 @@
-"""Trained weights of the tiny generators, shipped with the package (``models/weights/<family>/``).
+"""Trained weights of the tiny zoo models, shipped with the package (``models/weights/<family>/``).
 
 The tiny zoo's FLUX-Fill and SD-inpainting models are trained on the synthetic world
-(:mod:`onereward.generate.train`) by ``onereward zoo train``, which writes what this module reads:
+(:mod:`onereward.generate.train`) and its reward VLM is pretrained on the world's procedurally
+degraded pairs (:mod:`onereward.reward.pretrain`) by ``onereward zoo train``, which writes what
+this module reads:
 
 - one ``<part>.safetensors`` per trained component (``vae``, ``transformer`` / ``unet``, the text
-  encoders: the denoiser was trained against these very embeddings, so they ship too);
-- ``weights.json``: the family, the architecture (``TinySize`` fields), the VAE's calibrated
-  ``scaling_factor`` / ``shift_factor``, the storage dtype, the recipe (the training settings),
-  a summary of the run (time, held-out scores) and the sha256 of every file.
+  encoders: the denoiser was trained against these very embeddings, so they ship too; the reward
+  VLM's ``model``);
+- ``weights.json``: the family, the architecture (``TinySize`` fields), a generator VAE's
+  calibrated ``scaling_factor`` / ``shift_factor``, the storage dtype, the recipe (the training
+  settings), a summary of the run (time, held-out scores) and the sha256 of every file.
 
 Weights are stored in ``float16`` (half the bytes; the tiny models sample the same within a level
 of 255) and loaded into float32 modules. The architecture is rebuilt from code
@@ -35,6 +38,7 @@ FORMAT_VERSION = 1
 PARTS: dict[str, tuple[str, ...]] = {
     "flux_fill": ("vae", "transformer", "text_encoder", "text_encoder_2"),
     "sd_inpaint": ("vae", "unet", "text_encoder"),
+    "reward_vlm": ("model",),
 }
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -42,7 +46,9 @@ _DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch
 def weights_dir(family: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of a family's shipped weights (``root`` overrides the package's ``models/weights``)."""
     if family not in PARTS:
-        raise InputError(f"family: unknown generator family {family!r}; expected one of {', '.join(PARTS)}")
+        raise InputError(
+            f"family: unknown trained model family {family!r}; expected one of {', '.join(PARTS)}"
+        )
     return Path(root) / family if root is not None else WEIGHTS_DIR / family
 
 
@@ -78,17 +84,18 @@ def export_weights(
         path = dest / f"{part}.safetensors"
         save_file(state, str(path))
         files[part] = _sha256(path)
-    vae = components["vae"].config
     index = {
         "format": FORMAT_VERSION,
         "family": family,
         "size": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(size).items()},
-        "vae": {"scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor},
         "dtype": dtype,
         "recipe": dict(recipe),
         "summary": dict(summary or {}),
         "files": files,
     }
+    if "vae" in components:  # a generator: its VAE's calibrated latent scaling
+        vae = components["vae"].config
+        index["vae"] = {"scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor}
     (dest / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     return dest
 
@@ -118,7 +125,7 @@ def load_weights(
     verify: bool = True,
 ) -> dict[str, Any]:
     """Load a family's shipped weights into ``components`` (in place; float32 modules stay float32)
-    and set the VAE's calibrated scaling. With ``verify`` each file's sha256 is checked against
+    and set a generator VAE's calibrated scaling. With ``verify`` each file's sha256 is checked against
     ``weights.json``. Returns the index."""
     from safetensors.torch import load_file
 
@@ -134,7 +141,8 @@ def load_weights(
         own = module.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in load_file(str(path)).items()}
         module.load_state_dict(state, strict=True)
-    components["vae"].register_to_config(**index["vae"])
+    if "vae" in index:
+        components["vae"].register_to_config(**index["vae"])
     return index
 
 

@@ -82,7 +82,7 @@ def run(
     # and writes the artifact.
     state = PartialState(cpu=not torch.cuda.is_available())
     model_dir = prof.resolve_model("reward_model", zoo)
-    scorer = _load_scorer(model_dir, cfg, state.device)
+    scorer = load_trainable_scorer(model_dir, cfg, state.device)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_checkpoint_dir(out)
     store = ImageStore(max_images=cfg.image_cache, max_pixels=cfg.max_pixels)
     # 3. Train (resumable from checkpoint_dir).
@@ -140,7 +140,7 @@ def run(
     return metrics
 
 
-def _load_scorer(model_dir: str, cfg: RewardConfig, device: Any) -> RewardScorer:
+def load_trainable_scorer(model_dir: str, cfg: RewardConfig, device: Any) -> RewardScorer:
     """The trainable VLM on this process's device, in float32: the optimiser updates fp32 master
     weights (bf16 runs as autocast, ``cfg.bf16``), so small learning rates still move every weight.
     Stepping bf16 weights directly loses updates below bf16's resolution (about 0.4 % of a weight)."""

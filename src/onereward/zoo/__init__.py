@@ -2,10 +2,11 @@
 
 ``build_zoo(profile, out)`` calls each model's builder (``onereward.models.*``) into
 ``out/<name>`` and writes a ``zoo`` artifact; every model is then loaded back through the same
-``from_pretrained(local_dir)`` code the full profile uses. CLIP and the reward VLM get seeded
-random weights (``build_tiny``); the two generators get the weights trained on the synthetic
-world that ship with the package (``build_trained``, :mod:`onereward.models.trained`), which
-``onereward zoo train`` reproduces (:mod:`onereward.zoo.train`). For a profile whose models are
+``from_pretrained(local_dir)`` code the full profile uses. CLIP gets seeded random weights
+(``build_tiny``); the two generators get the weights trained on the synthetic world and the reward
+VLM the weights pretrained on its degraded pairs, which ship with the package (``build_trained``,
+:mod:`onereward.models.trained`) and which ``onereward zoo train`` reproduces
+(:mod:`onereward.zoo.train`). For a profile whose models are
 not ``zoo:`` references (``full``) the zoo artifact only records the resolved references.
 
 ``ensure_zoo(profile)`` builds the zoo once into a cache directory keyed by the profile's models
@@ -42,11 +43,12 @@ BUILDERS: dict[str, str] = {
     "clip": "build_tiny",
     "flux_fill": "build_trained",
     "sd_inpaint": "build_trained",
-    "reward_vlm": "build_tiny",
+    "reward_vlm": "build_trained",
 }
 # Version of the zoo's build rules (what each model gets); recorded in every zoo and part of
-# :func:`code_sha`. 2: the generators are trained on the synthetic world (1: random weights).
-BUILDER_VERSION = 2
+# :func:`code_sha`. 2: the generators are trained on the synthetic world (1: random weights);
+# 3: the reward VLM is pretrained on the world's degraded pairs too.
+BUILDER_VERSION = 3
 
 
 def code_sha() -> str:

@@ -15,9 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="build every model of a profile",
         description=(
-            "Build every tiny model of the profile from configs with seeded random weights and save it "
-            "in HF format (safetensors) under OUT/<model>; for a profile with real checkpoints, record "
-            "the resolved references only."
+            "Build every tiny model of the profile from configs and save it in HF format (safetensors) "
+            "under OUT/<model>: the generators and the reward VLM with the weights shipped in "
+            "onereward/models/weights, CLIP with seeded random weights; for a profile with real "
+            "checkpoints, record the resolved references only."
         ),
     )
     b.add_argument("--profile", default="tiny", help="profile name (tiny, full) or YAML path (default: tiny)")
@@ -38,31 +39,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_import_models)
     t = zsub.add_parser(
         "train",
-        help="train the tiny generators on the synthetic world (reproduces the shipped weights)",
+        help="train the tiny models on the synthetic world (reproduces the shipped weights)",
         description=(
             "Train the tiny FLUX-Fill and SD-inpainting generators on the synthetic world (each: its VAE as an "
-            "autoencoder, then the flow transformer / the UNet) with the recipe of the weights shipped in "
-            "onereward/models/weights, export the weights into OUT/weights/<family> and compare them with "
-            "the shipped ones (same torch build and thread count: identical). --install replaces the shipped "
-            "weights. Reports, loss curves and TensorBoard logs land in OUT/<family>."
+            "autoencoder, then the flow transformer / the UNet) and pretrain the tiny reward VLM on the world's "
+            "procedurally degraded pairs, with the recipe of the weights shipped in onereward/models/weights; "
+            "export the weights into OUT/weights/<family> and compare them with the shipped ones (same torch "
+            "build and thread count: identical). --install replaces the shipped weights. Reports, loss curves "
+            "and TensorBoard logs land in OUT/<family>."
         ),
     )
     t.add_argument("--out", required=True, help="output directory (runs, reports, exported weights)")
     t.add_argument(
         "--family",
-        choices=("flux_fill", "sd_inpaint", "all"),
+        choices=("flux_fill", "sd_inpaint", "reward_vlm", "all"),
         default="all",
-        help="which generator to train (default: all)",
+        help="which model to train (default: all)",
     )
     t.add_argument("--install", action="store_true", help="copy the new weights into the package")
     t.add_argument(
         "--steps",
         type=int,
         default=None,
-        help="override the recipe's denoiser steps (a quick check; the weights then differ from the shipped ones)",
+        help="override the recipe's denoiser / reward SFT steps (a quick check; the weights then differ from "
+        "the shipped ones)",
     )
     t.add_argument("--vae-steps", type=int, default=None, help="override the recipe's autoencoder steps")
     t.add_argument("--items", type=int, default=None, help="override the recipe's synthetic training items")
+    t.add_argument(
+        "--vlm-items", type=int, default=None, help="override the reward VLM recipe's synthetic items"
+    )
     t.add_argument(
         "--holdout", type=int, default=None, help="override the recipe's held-out items (0 = none)"
     )
@@ -93,9 +99,9 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from onereward.models import trained
-    from onereward.zoo.train import FAMILIES, compare_weights, train_zoo_generators
+    from onereward.zoo.train import MODELS, compare_weights, train_zoo_generators, train_zoo_reward_vlm
 
-    families = FAMILIES if args.family == "all" else (args.family,)
+    families = MODELS if args.family == "all" else (args.family,)
     given = {
         "steps": args.steps,
         "vae_steps": args.vae_steps,
@@ -105,6 +111,10 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in given.items() if v is not None}
     t0 = time.perf_counter()
     summary = train_zoo_generators(args.out, families=families, install=args.install, overrides=overrides)
+    if "reward_vlm" in families:
+        vlm = {"steps": args.steps, "items": args.vlm_items}
+        vlm_overrides = {k: v for k, v in vlm.items() if v is not None}
+        summary.update(train_zoo_reward_vlm(args.out, install=args.install, overrides=vlm_overrides))
     for family, info in summary.items():
         shipped = trained.weights_dir(family)
         if (shipped / trained.INDEX).is_file() and not args.install:

@@ -1,8 +1,8 @@
-"""``onereward zoo train``: train the tiny zoo's generators on the synthetic world, reproducibly.
+"""``onereward zoo train``: train the tiny zoo's models on the synthetic world, reproducibly.
 
-The tiny profile's FLUX-Fill and SD-inpainting models ship trained (``models/weights/``): training
-them takes longer than a zoo build may (see the README's benchmark figures), so the package
-carries the small weights and this module reproduces them. The recipe of each family (the
+The tiny profile's FLUX-Fill and SD-inpainting models ship trained and its reward VLM pretrained
+(``models/weights/``): training them takes longer than a zoo build may (see the README's benchmark
+figures), so the package carries the small weights and this module reproduces them. The recipe of each family (the
 architecture and :class:`~onereward.generate.train.GeneratorTrainConfig`) is :data:`RECIPES`;
 ``weights.json`` records the recipe it was trained with.
 
@@ -10,7 +10,9 @@ architecture and :class:`~onereward.generate.train.GeneratorTrainConfig`) is :da
   ``autoencoder_sd``: SD's, 4 latent channels, the only count ``StableDiffusionInpaintPipeline``
   takes), both downsampling by 2;
 - FLUX-Fill: its flow transformer with the rectified-flow objective on its VAE's latents;
-- SD-inpainting: its UNet with the epsilon objective on its VAE's latents.
+- SD-inpainting: its UNet with the epsilon objective on its VAE's latents;
+- the reward VLM: pairwise Yes/No SFT on the world's procedurally degraded candidates
+  (:mod:`onereward.reward.pretrain`, recipe :data:`REWARD_RECIPE`).
 
 Same recipe, torch build and thread count give bit-identical weights (the trainer is seeded and
 single-threaded by default); :func:`compare_weights` reports how a retrained set differs from the
@@ -29,11 +31,13 @@ from typing import Any
 from onereward.errors import InputError
 from onereward.generate.train import GeneratorTrainConfig, TrainResult, synthetic_items, train_generator
 from onereward.log import get_logger
-from onereward.models import flux_fill, sd_inpaint, trained
+from onereward.models import flux_fill, reward_vlm, sd_inpaint, trained
+from onereward.reward.pretrain import RewardPretrainConfig, pretrain_reward_vlm
 
 log = get_logger("zoo.train")
 
-FAMILIES = ("flux_fill", "sd_inpaint")
+FAMILIES = ("flux_fill", "sd_inpaint")  # the generators
+MODELS = (*FAMILIES, "reward_vlm")  # everything `zoo train` trains
 
 # The architecture and training settings of the shipped weights (see the README's figures).
 FLUX_SIZE = flux_fill.TinySize(
@@ -106,6 +110,9 @@ RECIPES: dict[str, tuple[Any, GeneratorTrainConfig]] = {
         ),
     ),
 }
+
+# The reward VLM's pretraining (the zoo's architecture, TinySize()).
+REWARD_RECIPE = RewardPretrainConfig(items=5000, steps=8000, learning_rate=2e-3)
 
 
 def train_stage(
@@ -187,6 +194,41 @@ def train_zoo_generators(
             **{k: run[k] for k in ("timings", "final_loss", "holdout_normalised")},
         }
     return summary
+
+
+def train_zoo_reward_vlm(
+    out: str | os.PathLike[str], *, install: bool = False, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Pretrain the zoo's reward VLM into ``out/reward_vlm`` and export its weights into
+    ``out/weights/reward_vlm`` (``install``: also into the package). ``overrides`` replace
+    :data:`REWARD_RECIPE` fields (``steps``, ``items``...; such weights differ from the shipped)."""
+    out = Path(out)
+    cfg = replace(REWARD_RECIPE, **(overrides or {}))
+    result = pretrain_reward_vlm(out / "reward_vlm", cfg)
+    m = result.metrics
+    curve = m["curve"]
+    run = {
+        "timings": m["timings"],
+        "final_loss": m["final_train_loss"],
+        "curve": curve[:: max(1, len(curve) // 40)],
+        "holdout_accuracy": m["accuracy"],
+        "holdout_mean_accuracy": m["mean_accuracy"],
+        "n_train_pairs": m["n_train_pairs"],
+        "n_test_pairs": m["n_test_pairs"],
+    }
+    model = reward_vlm.load(result.model_dir).model
+    dest = trained.export_weights(
+        {"model": model}, "reward_vlm", out / "weights" / "reward_vlm",
+        size=reward_vlm.TinySize(), recipe=cfg.to_dict(), summary=run,
+    )  # fmt: skip
+    if install:
+        target = trained.weights_dir("reward_vlm")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(dest, target)
+        log.info("installed reward_vlm weights into %s", target)
+    return {"reward_vlm": {"weights": str(dest), **{k: run[k] for k in ("timings", "final_loss")},
+                           "holdout_mean_accuracy": m["mean_accuracy"]}}  # fmt: skip
 
 
 def _load(family: str, folder: Path) -> Any:
