@@ -96,9 +96,6 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotators": 2,
         "simulate_noise": 0.02,
         "reward_max_steps": 20,
-        # 12 items leave 1-2 test pairs per task x dimension: too few for the reward gate (the
-        # demo's own 500 items pass it); the override is what a user states to run anyway.
-        "policy_gate_override": True,
     }
     argv = ["demo", "--out", str(out)]
     for key, value in params.items():

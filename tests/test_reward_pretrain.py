@@ -14,6 +14,7 @@ import torch
 
 from onereward.config import ConfigError
 from onereward.models import reward_vlm, trained
+from onereward.profile import load_profile
 from onereward.reward.data import ImageStore, read_preferences
 from onereward.reward.evaluate import metrics_from_scores, score_pairs
 from onereward.reward.pretrain import RewardPretrainConfig, build_world
@@ -23,10 +24,13 @@ UNSEEN_SEED = 31337  # neither the recipe's world (7) nor any test pool uses it
 
 
 def _accuracy(model_dir: Path, prefs_dir: Path) -> float:
+    """Mean held-out accuracy at the tiny profile's image sizes (those the pretraining used)."""
+    cfg = load_profile("tiny").reward
     scorer = RewardScorer.load(str(model_dir), trainable=False, dtype=torch.float32, device="cpu",
-                               min_pixels=3136, max_pixels=12544)  # fmt: skip
+                               min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)  # fmt: skip
     pairs = read_preferences(prefs_dir).pairs
-    return metrics_from_scores(score_pairs(scorer, pairs, ImageStore(max_pixels=12544)))["mean_accuracy"]
+    store = ImageStore(max_pixels=cfg.max_pixels)
+    return metrics_from_scores(score_pairs(scorer, pairs, store))["mean_accuracy"]
 
 
 def test_shipped_reward_vlm_judges_unseen_degraded_pairs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL reward model family: tiny random-weight builder and loader.
+"""Qwen2.5-VL reward model family: tiny builders (random or the shipped pretrained weights) and loader.
 
 ``build_tiny(out_dir, seed)`` writes a folder with the same layout as the published
 ``Qwen/Qwen2.5-VL-7B-Instruct`` checkpoint (``config.json``, safetensors weights, tokenizer,
@@ -6,7 +6,9 @@ image/video processor, chat template), so that :func:`load` goes through exactly
 ``from_pretrained`` calls a real checkpoint goes through. The tiny model is a
 ``Qwen2_5_VLForConditionalGeneration`` from a small config with seeded random weights; its Qwen2
 tokenizer is built from an in-memory byte-level vocabulary whose merges make ``Yes`` and ``No``
-single tokens (the reward is read from those two logits).
+single tokens (the reward is read from those two logits). :func:`build_trained` builds the tiny
+zoo's model: the same architecture with the weights pretrained on the synthetic world's degraded
+pairs that ship with the package (:mod:`onereward.reward.pretrain`, :mod:`onereward.models.trained`).
 
 ``configs/qwen2_5_vl_7b.json`` keeps the published 7B configuration; :func:`real_shape_config`
 turns it into a loadable config with the real widths (text hidden 3584, vision hidden 1280, rope

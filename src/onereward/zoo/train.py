@@ -112,7 +112,7 @@ RECIPES: dict[str, tuple[Any, GeneratorTrainConfig]] = {
 }
 
 # The reward VLM's pretraining (the zoo's architecture, TinySize()).
-REWARD_RECIPE = RewardPretrainConfig(items=5000, steps=8000, learning_rate=2e-3)
+REWARD_RECIPE = RewardPretrainConfig(items=5000, steps=6000, learning_rate=2e-3)
 
 
 def train_stage(
