@@ -124,9 +124,9 @@ def pretrain_reward_vlm(
 def _pretrain(out: Path, cfg: RewardPretrainConfig, size: Any) -> PretrainResult:
     from onereward.models import reward_vlm
     from onereward.reward.data import ImageStore, read_preferences, split_by_item
-    from onereward.reward.evaluate import metrics_from_scores, score_pairs
+    from onereward.reward.evaluate import score_pairs
     from onereward.reward.report import write_report
-    from onereward.reward.stage import load_trainable_scorer
+    from onereward.reward.stage import load_trainable_scorer, sft_metrics
     from onereward.reward.train import train
 
     sft = cfg.sft()
@@ -151,19 +151,9 @@ def _pretrain(out: Path, cfg: RewardPretrainConfig, size: Any) -> PretrainResult
     train_s = time.perf_counter() - t1
     # 3. Held-out degraded pairs, the model folder, the report.
     scores = score_pairs(scorer, test_pairs, store)
-    metrics = metrics_from_scores(scores)
+    metrics = sft_metrics(scores, result, prefs, train_pairs, test_pairs, scorer)
     metrics.update(
         {
-            "n_train_pairs": len(train_pairs),
-            "n_test_pairs": len(test_pairs),
-            "n_test_pair_total": len(test_pairs),
-            "n_train_items": len({p.item_id for p in train_pairs}),
-            "n_test_items": len({p.item_id for p in test_pairs}),
-            "test_pairs_per_second": scores.pairs_per_second,
-            "template_version": scorer.template.version,
-            "train_steps": result.steps,
-            "train_steps_per_second": result.steps_per_second,
-            "final_train_loss": result.history[-1]["loss"] if result.history else None,
             "timings": {
                 "world_s": round(world_s, 1),
                 "train_s": round(train_s, 1),

@@ -104,7 +104,7 @@ def run(
         # 4. Score both orders of every held-out pair.
         with art.timer("evaluate_s"):
             scores = score_pairs(scorer, test_pairs, store)
-        metrics = _metrics(scores, result, prefs, train_pairs, test_pairs, scorer)
+        metrics = sft_metrics(scores, result, prefs, train_pairs, test_pairs, scorer)
         metrics["n_processes"] = state.num_processes
         # 5. Write the model folder, the template, the split, the scores and the report.
         _write_model(art, scorer, cfg, prefs, train_pairs, test_pairs, scores, result.state_dict)
@@ -185,7 +185,8 @@ def _parameters(prof: Any, cfg: RewardConfig, model_dir: str) -> dict[str, Any]:
     }
 
 
-def _metrics(scores, result, prefs, train_pairs, test_pairs, scorer: RewardScorer) -> dict[str, Any]:
+def sft_metrics(scores, result, prefs, train_pairs, test_pairs, scorer: RewardScorer) -> dict[str, Any]:
+    """Test-split metrics of a trained reward model with the counts and throughputs of its run."""
     metrics = metrics_from_scores(scores)
     metrics.update(
         {

@@ -214,7 +214,7 @@ def train_zoo_reward_vlm(
         "holdout_accuracy": m["accuracy"],
         "holdout_mean_accuracy": m["mean_accuracy"],
         "n_train_pairs": m["n_train_pairs"],
-        "n_test_pairs": m["n_test_pairs"],
+        "n_test_pairs": m["n_test_pair_total"],
     }
     model = reward_vlm.load(result.model_dir).model
     dest = trained.export_weights(
