@@ -25,21 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, print_table, write_results  # noqa: E402
 
 WORLD_SEED = 11  # the pretraining world uses 7, the demo 0
-
-
-def wilson(k: float, n: int) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p, z = k / n, 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 def generated_world(root: Path, items: int, candidates: int, seed: int) -> Path:
@@ -61,11 +50,12 @@ def generated_world(root: Path, items: int, candidates: int, seed: int) -> Path:
 
 def evaluate(scorer: Any, pairs: list, store: Any) -> dict[str, Any]:
     from onereward.reward.evaluate import metrics_from_scores, score_pairs
+    from onereward.stats import wilson_interval
 
     m = metrics_from_scores(score_pairs(scorer, pairs, store))
     cells = {f"{t}/{d}": v for t, dd in m["accuracy"].items() for d, v in dd.items()}
     n = 2 * len(pairs)
-    lo, hi = wilson(m["query_accuracy"] * n, n)
+    lo, hi = wilson_interval(m["query_accuracy"] * n, n) if n else (float("nan"), float("nan"))
     return {"mean_accuracy": m["mean_accuracy"], "min_cell": min(cells.values()), "cells": cells,
             "query_accuracy": m["query_accuracy"], "query_interval": [lo, hi]}  # fmt: skip
 

@@ -51,8 +51,10 @@ def train_policy(
     nft_tau_sigma: float = -1.0,
     nft_reward: str = "pairwise",
     task_probabilities: str = "image_fill=0.5,image_extend=0.25,object_removal=0.25",  # a literal: KFP runs the source
+    dimension_weights: str = "",
     probe_items: int = -1,
     gate_threshold: float = 0.6,
+    gate_rule: str = "interval",
     gate_override: bool = False,
     checkpoint_dir: str = "",
     num_nodes: int = 1,

@@ -511,7 +511,10 @@ def train(p: Params) -> None:
     # Simulated people answer the evaluation's blind A/B project. The demo annotates 500 of 640
     # items: the tiny reward VLM (pretrained on the world's degraded pairs) needs about that many
     # items' preferences over generated candidates to reach 0.7 held-out accuracy (the README's
-    # reward_pretrain benchmark).
+    # reward_pretrain benchmark). train_policy applies the reward gate with its default interval
+    # rule: the demo's ~90 held-out items give 14-38 test pairs per task x dimension, so single
+    # cells read 0.55-0.61 by chance (the same model scores 0.74 on 1,112 held-out generated pairs
+    # of another world, every cell >= 0.67); a cell fails when it is below 0.6 beyond its interval.
     defaults={
         "synth_items": 640,
         "select_size": 500,
@@ -519,12 +522,6 @@ def train(p: Params) -> None:
         # The embedded demo has no Label Studio: simulated annotators answer tasks.json.
         "export_offline": True,
         "evaluate_human": "simulate",
-        # The gate's per-cell test figures rest on the demo's ~90 held-out items (14-38 pairs per
-        # task x dimension): measured, the demo's reward model scores 0.74 on 1,112 held-out
-        # generated pairs of another world (every cell >= 0.67) but 0.66-0.72 on its own test split
-        # depending on the split seed, with single cells at 0.55-0.61, so the gate's 0.6 per cell
-        # fails by chance. The override is logged and shown in train_policy's report.
-        "policy_gate_override": True,
     },
 )
 def end_to_end(p: Params) -> None:

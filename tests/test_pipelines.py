@@ -96,6 +96,8 @@ def test_demo_runs_the_end_to_end_pipeline_locally(
         "simulate_annotators": 2,
         "simulate_noise": 0.02,
         "reward_max_steps": 20,
+        # 12 items leave 2 test items: too few test pairs for the reward gate to mean anything
+        "policy_gate_override": True,
     }
     argv = ["demo", "--out", str(out)]
     for key, value in params.items():

@@ -68,6 +68,11 @@ def _run(world, out: Path, **settings):
             {"task_probabilities": "image_fill=x"},
             r"policy.task_probabilities .*expected a number for image_fill",
         ),
+        (
+            {"dimension_weights": "sharpness=2"},
+            r"policy.dimension_weights .*expected 'dimension=w,...' with dimensions from text_alignment",
+        ),
+        ({"dimension_weights": "text_alignment=-1"}, r"expected one finite weight >= 0 per dimension"),
     ],
 )
 def test_bad_settings_are_one_line_config_errors(settings, message) -> None:
@@ -165,6 +170,35 @@ def test_refl_loss_is_eq5_and_only_the_policy_adapter_gets_gradients(world) -> N
     assert stats.loss == pytest.approx(float(np.mean(per_sample)), rel=1e-5)
     assert stats.n_comparisons == sum(len(c.dimensions) for c in samples)
     assert stats.above_lambda == pytest.approx(float((p >= 0.9).float().mean()))
+
+
+def test_dimension_weights_weight_each_samples_mean_over_dimensions(world) -> None:
+    torch.set_num_threads(1)
+    weights = {"text_alignment": 3.0, "consistency": 0.0}
+    cfg, conds, refl, model, _ = _pieces(
+        world, batch_size=4, micro_batch_size=4, dimension_weights="text_alignment=3, consistency=0"
+    )
+    assert cfg.weights() == weights and cfg.dimension_weight("aesthetics") == 1.0
+    stats = refl.step(0)
+    samples, ref_seeds, pol_seeds, t = refl.draws(0)
+    with torch.no_grad():
+        ref = refl.reference_images(samples, ref_seeds)
+        pol = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps)
+        p, comps = refl.reward.p_yes(pol.images, ref, samples, grad=False)
+    per_sample = []
+    for i in range(len(samples)):
+        ks = [k for k in range(len(p)) if comps.index[k] == i]
+        w = [weights.get(comps.dimensions[k], 1.0) for k in ks]
+        losses = [max(0.0, cfg.reward_lambda - float(p[k])) for k in ks]
+        per_sample.append(float(np.dot(w, losses) / sum(w)) if sum(w) else 0.0)
+    assert stats.loss == pytest.approx(float(np.mean(per_sample)), rel=1e-5)
+    # a weight of 0 removes the dimension from the mean
+    values = torch.tensor([0.2, 0.9, 0.5])
+    only = type(comps)(
+        [0, 0, 1], ["image_fill"] * 3, ["consistency", "aesthetics", "consistency"], [None] * 3
+    )
+    assert only.per_condition_mean(values, 2, weights).tolist() == pytest.approx([0.9, 0.0])
+    assert only.per_condition_mean(values, 2).tolist() == pytest.approx([0.55, 0.5])
 
 
 def test_frozen_reference_is_the_base_without_a_second_copy(world) -> None:

@@ -99,7 +99,6 @@ def test_pipeline_stage_parameters_mirror_the_components(name: str) -> None:
                 "export_project_title",
                 "export_offline",
                 "evaluate_human",
-                "policy_gate_override",
             ), pname
     # every exposed component parameter reaches every pipeline that runs the stage
     for prefix in STAGE_COMPONENTS:

@@ -23,13 +23,13 @@ units; its shares carry Wilson score intervals (95%), and so does the win rate w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from onereward.stats import Z95, wilson_interval  # noqa: F401  (wilson_interval: re-exported)
+
 GOOD, SAME, BAD = "good", "same", "bad"
 VERDICTS: tuple[str, ...] = (GOOD, SAME, BAD)
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 MIRROR = {GOOD: BAD, SAME: SAME, BAD: GOOD}
 
 
@@ -51,17 +51,6 @@ def score_verdict(model_score: float, base_score: float, margin: float) -> str:
     if diff < -margin:
         return BAD
     return SAME
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of the proportion k / n ((0, 1) when n is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

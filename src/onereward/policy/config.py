@@ -114,11 +114,21 @@ class PolicyConfig(Config):
         DEFAULT_TASK_PROBABILITIES,
         "Task sampling probabilities p_k, 'task=p,...' (renormalised over present tasks).",
     )
+    dimension_weights: str = setting(
+        "",
+        "Weights of the dimensions in each sample's loss / reward, 'dimension=w,...' (unnamed: 1); "
+        "the loss is the weighted mean over the task's dimensions.",
+    )
     probe_items: int = setting(4, "Held-out probe items per task (never trained on).", profile=True)
     probe_seeds: int = setting(2, "Noise seeds per probe item (the same for policy and base).")
     eval_every: int = setting(0, "Evaluate the probe set every N steps (0 = max_steps // 4).")
     seed: int = setting(0, "Seed of the split, the sampling of tasks, conditions, noises and timesteps.")
     gate_threshold: float = setting(0.6, "Least reward-model test accuracy per needed task x dimension.")
+    gate_rule: Literal["interval", "point"] = setting(
+        "interval",
+        "interval: a needed cell fails when its test accuracy is below gate_threshold beyond its Wilson "
+        "95% interval, and the pooled accuracy of the needed cells must reach it; point: every cell must.",
+    )
     gate_override: bool = setting(
         False, "Train even when the reward model fails the gate (logged, reported)."
     )
@@ -186,6 +196,7 @@ class PolicyConfig(Config):
         self.require(self.threads >= 0, "threads", "expected an integer >= 0")
         self.require(self.report_items >= 0, "report_items", "expected an integer >= 0")
         self.probabilities()  # validates the spec
+        self.weights()
 
     # ---- derived values (one place) -----------------------------------------------------------
     @property
@@ -215,6 +226,33 @@ class PolicyConfig(Config):
         if not out or sum(out.values()) <= 0:
             self.fail("task_probabilities", "expected at least one task with p > 0")
         return out
+
+    def weights(self) -> dict[str, float]:
+        """``dimension_weights`` parsed: {dimension: w >= 0}; dimensions not named weigh 1."""
+        out: dict[str, float] = {}
+        for entry in self.dimension_weights.split(","):
+            if not entry.strip():
+                continue
+            name, sep, value = entry.partition("=")
+            name = name.strip()
+            if not sep or name not in tasks.DIMENSIONS:
+                self.fail(
+                    "dimension_weights",
+                    f"expected 'dimension=w,...' with dimensions from {', '.join(tasks.DIMENSIONS)}",
+                )
+            try:
+                w = float(value)
+            except ValueError:
+                self.fail("dimension_weights", f"expected a number for {name}")
+            if not w >= 0 or w == float("inf") or name in out:
+                self.fail("dimension_weights", f"expected one finite weight >= 0 per dimension ({name})")
+            out[name] = w
+        if out and all(w == 0 for w in out.values()) and len(out) == len(tasks.DIMENSIONS):
+            self.fail("dimension_weights", "expected at least one dimension with w > 0")
+        return out
+
+    def dimension_weight(self, dimension: str) -> float:
+        return self.weights().get(dimension, 1.0)
 
     @property
     def eval_interval(self) -> int:

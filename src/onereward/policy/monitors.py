@@ -35,22 +35,11 @@ from onereward.imageio import save_png
 from onereward.policy.conditions import Condition
 from onereward.policy.rewards import PairwiseReward
 from onereward.policy.rollouts import Rollouts, by_size, to_uint8_arrays
+from onereward.stats import Z95, wilson_interval
 
 PROBE_STREAM = 7  # seed word of the probe noises
 TIE = 1e-6  # oracle differences at or below this are ties
 HACK_REWARD_RISE = 0.02  # P(Yes) rise that counts as "reward up" for the hacking flag
-Z95 = 1.959963984540054
-
-
-def wilson(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion wins / n (n = 0 gives (0, 1))."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = wins / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _cells(conds: list[Condition]) -> list[tuple[int, str, str]]:
@@ -265,7 +254,7 @@ class Monitor:
 
         def entry(wins: int, losses: int, ties: int) -> dict[str, Any]:
             n = wins + losses
-            low, high = wilson(wins, n)
+            low, high = wilson_interval(wins, n)
             return {
                 "wins": wins, "losses": losses, "ties": ties,
                 "rate": wins / n if n else None, "low": low, "high": high,

@@ -107,7 +107,8 @@ class Nft:
         return quantise(out.images)
 
     def raw_rewards(self, cond: Condition, images: torch.Tensor, base_seed: int) -> torch.Tensor:
-        """Mean over the task's dimensions of the raw reward of each rollout: [G]."""
+        """Mean over the task's dimensions (weighted by ``dimension_weights``) of the raw reward of
+        each rollout: [G]."""
         conds = [cond] * images.shape[0]
         if self.cfg.nft_reward == "score":
             assert self.score is not None
@@ -115,7 +116,7 @@ class Nft:
         else:
             base = self.base_image(cond, base_seed).expand(images.shape[0], -1, -1, -1)
             values, comps = self.reward.p_yes(images, base, conds, grad=False)
-        return comps.per_condition_mean(values.float(), len(conds))
+        return comps.per_condition_mean(values.float(), len(conds), self.cfg.weights())
 
     # ---- one iteration -------------------------------------------------------------------------
     def step(self, step: int, rank: int = 0, world: int = 1) -> StepStats:

@@ -10,7 +10,8 @@ One iteration (:meth:`Refl.step`), for a global batch of ``batch_size`` samples:
 4. the policy denoises without grad down to step t, takes one step with grad predicting x0, and
    the VAE decodes it with grad (:meth:`~onereward.policy.rollouts.Rollouts.policy_x0`);
 5. for each dimension e of the task: P(Yes | x_policy, x_ref, q_e) through the reward model's
-   differentiable path; the sample's loss is mean_e max(0, lambda - P) (Eq. 5);
+   differentiable path; the sample's loss is mean_e max(0, lambda - P) (Eq. 5), weighted by
+   ``dimension_weights`` when set;
 6. the batch loss is the mean over samples; micro batches and ranks each backpropagate their share
    (gradient accumulation keeps the global batch whatever the number of devices).
 
@@ -129,7 +130,9 @@ class Refl:
                         sub, [pol_seeds[i] for i in idx], t, steps=cfg.rollout_steps
                     )
                     p, comps = self.reward.p_yes(pol.images, ref, sub, grad=True)
-                per_sample = comps.per_condition_mean(torch.relu(cfg.reward_lambda - p.float()), len(sub))
+                per_sample = comps.per_condition_mean(
+                    torch.relu(cfg.reward_lambda - p.float()), len(sub), cfg.weights()
+                )
                 loss = per_sample.sum() / share
                 self.accelerator.backward(loss)
             stats.reference_seconds += t1 - t0

@@ -19,6 +19,10 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _interval(v: Any) -> str:
+    return f"[{v[0]:.3f}, {v[1]:.3f}]" if v else "-"
+
+
 def _series(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
     """{dimension: {task: (steps, values)}} from history entries' ``cells`` (key "cells") or from
     evaluations' {task: {dimension: v}} tables (key "p_yes" / "oracle")."""
@@ -150,8 +154,20 @@ def write_report(
         ("Summary", html_table(["metric", "value"], scalars)),
         (
             "Reward-model gate",
-            html_table(["cell", "test accuracy"], [[k, _fmt(v)] for k, v in gate.get("accuracy", {}).items()])
-            + f"<p>threshold {gate.get('threshold')}, passed {gate.get('passed')}, overridden {gate.get('overridden')}</p>",
+            html_table(
+                ["cell", "test accuracy", "test pairs", "95% interval"],
+                [
+                    [
+                        k,
+                        _fmt(v),
+                        gate.get("pairs", {}).get(k) or "-",
+                        _interval(gate.get("intervals", {}).get(k)),
+                    ]
+                    for k, v in gate.get("accuracy", {}).items()
+                ],
+            )
+            + f"<p>rule {gate.get('rule')}, threshold {gate.get('threshold')}, pooled {_fmt(gate.get('pooled'))}, "
+            f"passed {gate.get('passed')}, overridden {gate.get('overridden')}</p>",
         ),
         (
             "Curves (rows: training scalars, training reward, probe P(Yes), probe oracle)",

@@ -29,12 +29,13 @@ def load_reward_model(
     cells: list[tuple[str, str]],
     threshold: float,
     override: bool,
+    rule: str = "interval",
     device: str,
     dtype: torch.dtype,
 ) -> tuple[RewardScorer, Manifest, gate.GateResult]:
     """The reward model (frozen, eval mode) after the gate on ``cells``; wrong kinds are refused."""
     manifest = read_artifact(path, kind="reward_model", what="--reward-model")
-    result = gate.check(path, threshold=threshold, required=cells, override=override)
+    result = gate.check(path, threshold=threshold, required=cells, override=override, rule=rule)
     scorer = RewardScorer.load(path, device=device, dtype=dtype, trainable=False)
     return scorer, manifest, result
 
@@ -59,14 +60,22 @@ class Comparisons:
                 out.prompts.append(c.prompt)
         return out
 
-    def per_condition_mean(self, values: torch.Tensor, n: int) -> torch.Tensor:
-        """Mean of ``values`` (one per comparison) over each condition's dimensions: shape [n]."""
+    def per_condition_mean(
+        self, values: torch.Tensor, n: int, weights: dict[str, float] | None = None
+    ) -> torch.Tensor:
+        """Mean of ``values`` (one per comparison) over each condition's dimensions: shape [n].
+        ``weights``: {dimension: w} for a weighted mean (dimensions not named weigh 1); a condition
+        whose dimensions all weigh 0 gets 0."""
         idx = torch.tensor(self.index, device=values.device)
-        sums = torch.zeros(n, device=values.device, dtype=values.dtype).index_add(0, idx, values)
-        counts = torch.zeros(n, device=values.device, dtype=values.dtype).index_add(
-            0, idx, torch.ones_like(values)
-        )
-        return sums / counts
+        w = torch.ones_like(values)
+        if weights:
+            w = torch.tensor(
+                [weights.get(d, 1.0) for d in self.dimensions], device=values.device, dtype=values.dtype
+            )
+        zeros = torch.zeros(n, device=values.device, dtype=values.dtype)
+        sums = zeros.index_add(0, idx, values * w)
+        totals = zeros.index_add(0, idx, w)
+        return sums / totals.clamp_min(torch.finfo(values.dtype).tiny)
 
 
 class PairwiseReward:

@@ -121,7 +121,7 @@ def run(
     dtype = torch_dtype(cfg.dtype)
     scorer, reward_manifest, gate_result = load_reward_model(
         reward_model, cells=conditions.needed_cells(), threshold=cfg.gate_threshold,
-        override=cfg.gate_override, device=device, dtype=dtype,
+        override=cfg.gate_override, rule=cfg.gate_rule, device=device, dtype=dtype,
     )  # fmt: skip
     # 4. Reference rollouts: their seeds per condition, and the cache when one is given.
     cache = _references(references, prof, cfg, identity, conditions)
@@ -316,6 +316,8 @@ def _metrics(cfg, result: TrainResult, monitor: Monitor, gate_result, cache, con
         "reference_cache": "used" if cache is not None else "none",
         "gate_passed": gate_result.passed,
         "gate_overridden": gate_result.overridden,
+        "gate_rule": gate_result.rule,
+        "gate_pooled_accuracy": gate_result.pooled,
         "n_train_items": len(conditions.all_train()),
         "n_probe_samples": len(monitor.samples),
         "task_probabilities": conditions.probabilities,
@@ -361,6 +363,10 @@ def _extra_files(
         gate={
             "accuracy": {f"{t}/{d}": v for (t, d), v in gate_result.accuracy.items()},
             "threshold": gate_result.threshold,
+            "rule": gate_result.rule,
+            "pairs": {f"{t}/{d}": v for (t, d), v in gate_result.pairs.items()},
+            "intervals": {f"{t}/{d}": v for (t, d), v in gate_result.intervals.items()},
+            "pooled": gate_result.pooled,
             "passed": gate_result.passed,
             "overridden": gate_result.overridden,
         },
