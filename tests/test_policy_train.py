@@ -519,3 +519,29 @@ def test_two_processes_match_one_and_only_rank_zero_writes(world, straight, tmp_
     import json
 
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_processes"] == 2
+
+
+def test_oracle_win_rates_count_differences_beyond_the_margin_as_verdicts() -> None:
+    from onereward.policy.conditions import Condition
+    from onereward.policy.monitors import Monitor, ProbeOutputs
+
+    mask = np.zeros((8, 8), dtype=bool)
+    cond = Condition("a", "object_removal", None, np.zeros((8, 8, 3), np.uint8), mask, fitted=None)
+    monitor = Monitor.__new__(Monitor)
+    monitor.samples = [cond] * 5
+    base = [0.50, 0.50, 0.50, 0.50, 0.50]
+    policy = [0.60, 0.515, 0.4999, 0.45, 0.30]  # win, tie, tie (a stray pixel), loss, loss
+    dim = "removal_quality"
+
+    def outputs(values):
+        return ProbeOutputs(
+            images=[], outside_change=np.zeros(5), oracle_raw={(k, dim): v for k, v in enumerate(values)}
+        )
+
+    monitor.base = outputs(base)
+    cell = monitor.win_rates(outputs(policy))["cells"]["object_removal"][dim]
+    assert (cell["wins"], cell["losses"], cell["ties"]) == (1, 2, 2) and cell["rate"] == pytest.approx(1 / 3)
+    exact = monitor.win_rates(outputs(policy), margin=0.0)["cells"]["object_removal"][dim]
+    assert (exact["wins"], exact["losses"], exact["ties"]) == (2, 3, 0)
+    pooled = monitor.win_rates(outputs(policy))["pooled"]["all"]
+    assert pooled["low"] < pooled["rate"] < pooled["high"]

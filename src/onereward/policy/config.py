@@ -120,6 +120,11 @@ class PolicyConfig(Config):
         "the loss is the weighted mean over the task's dimensions.",
     )
     probe_items: int = setting(4, "Held-out probe items per task (never trained on).", profile=True)
+    oracle_margin: float = setting(
+        0.02,
+        "Synthetic world: a probe output wins (loses) against the base when its raw oracle score is "
+        "higher (lower) by more than this; otherwise a tie (evaluate's oracle_margin).",
+    )
     probe_seeds: int = setting(2, "Noise seeds per probe item (the same for policy and base).")
     eval_every: int = setting(0, "Evaluate the probe set every N steps (0 = max_steps // 4).")
     seed: int = setting(0, "Seed of the split, the sampling of tasks, conditions, noises and timesteps.")
@@ -183,6 +188,7 @@ class PolicyConfig(Config):
         self.require(0.0 <= self.nft_tau_mu <= 1.0, "nft_tau_mu", "expected a reward level in [0, 1]")
         self.require(self.nft_tau_sigma >= 0, "nft_tau_sigma", "expected a number >= 0")
         self.require(self.probe_items >= 1, "probe_items", "expected an integer >= 1")
+        self.require(self.oracle_margin >= 0, "oracle_margin", "expected a number >= 0")
         self.require(self.probe_seeds >= 1, "probe_seeds", "expected an integer >= 1")
         self.require(self.eval_every >= 0, "eval_every", "expected an integer >= 0")
         self.require(0.0 <= self.gate_threshold <= 1.0, "gate_threshold", "expected an accuracy in [0, 1]")

@@ -17,8 +17,9 @@ rolls the policy out from the same conditions and seeds (paired comparisons) and
 A cell whose P(Yes) rose since the first evaluation while its oracle difference is below zero
 beyond its noise (interval below zero and a drop larger than the noise) is a **reward-hacking
 flag**. At the end, :func:`win_rates` gives the oracle win
-rate of the policy over the base per task x dimension (ties dropped) with Wilson 95% intervals,
-pooled over each task's dimensions and over everything.
+rate of the policy over the base per task x dimension (ties dropped: raw oracle differences within
+``oracle_margin``, 0.02 as in evaluate) with Wilson 95% intervals, pooled over each task's
+dimensions and over everything.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from onereward.policy.rollouts import Rollouts, by_size, to_uint8_arrays
 from onereward.stats import Z95, wilson_interval
 
 PROBE_STREAM = 7  # seed word of the probe noises
-TIE = 1e-6  # oracle differences at or below this are ties
+ORACLE_MARGIN = 0.02  # raw oracle differences within this are ties (evaluate's oracle_margin)
 HACK_REWARD_RISE = 0.02  # P(Yes) rise that counts as "reward up" for the hacking flag
 
 
@@ -53,6 +54,7 @@ class ProbeOutputs:
     images: list[np.ndarray]
     outside_change: np.ndarray  # [n] grey levels
     oracle: dict[tuple[int, str], float] = field(default_factory=dict)  # (sample, dimension) -> score
+    oracle_raw: dict[tuple[int, str], float] = field(default_factory=dict)  # before normalisation
     p_yes: dict[tuple[int, str], float] = field(default_factory=dict)  # against the base
 
 
@@ -90,18 +92,19 @@ class Monitor:
         self.base: ProbeOutputs | None = None
 
     # ---- oracle -------------------------------------------------------------------------------
-    def _oracle(self, k: int, image: np.ndarray) -> dict[str, float]:
+    def _oracle(self, k: int, image: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        """(raw, reported) oracle scores of sample ``k``: reported = normalised in the synthetic world."""
         from onereward.synth import baselines, oracle
 
         c = self.samples[k]
         raw = oracle.score_all(c.task, c.source, c.mask, c.prompt, image)
         if not self.synthetic:
-            return raw
+            return raw, raw
         if c.item_id not in self._anchors:
             self._anchors[c.item_id] = baselines.anchors(
                 c.task, c.source, c.mask, c.prompt, c.target, item_id=c.item_id
             )
-        return self._anchors[c.item_id].normalise(raw)
+        return raw, self._anchors[c.item_id].normalise(raw)
 
     # ---- rollouts -----------------------------------------------------------------------------
     def _rollout(self, which: str) -> tuple[list[np.ndarray], np.ndarray, torch.Tensor]:
@@ -128,8 +131,10 @@ class Monitor:
 
     def _score(self, outputs: ProbeOutputs) -> None:
         for k, image in enumerate(outputs.images):
-            for dim, v in self._oracle(k, image).items():
+            raw, reported = self._oracle(k, image)
+            for dim, v in reported.items():
                 outputs.oracle[(k, dim)] = float(v)
+                outputs.oracle_raw[(k, dim)] = float(raw[dim])
 
     def ensure_base(self, cache: Path | None = None, *, untrained: bool = False) -> ProbeOutputs:
         """The base's probe outputs (rolled out once; kept in ``cache`` (.npz) across resumes).
@@ -241,16 +246,20 @@ class Monitor:
             "outside_change_base": float(np.mean(self.base.outside_change)) if self.base.images else 0.0,
         }
 
-    def win_rates(self, out: ProbeOutputs) -> dict[str, Any]:
+    def win_rates(self, out: ProbeOutputs, margin: float = ORACLE_MARGIN) -> dict[str, Any]:
         """Oracle win rate of ``out`` over the base per task x dimension (ties dropped), Wilson 95%
-        intervals; ``pooled``: per task over its dimensions, and ``all``."""
+        intervals; ``pooled``: per task over its dimensions, and ``all``.
+
+        A win (loss) is a raw oracle score above (below) the base's by more than ``margin``: the
+        simulated annotators' "no clear difference" and evaluate's oracle GSB margin, so that a
+        stray pixel changing a score by 1e-4 is a tie, not a verdict."""
         assert self.base is not None
         cells: dict[str, dict[str, list[int]]] = {}
         for k, c in enumerate(self.samples):
             for dim in c.dimensions:
-                diff = out.oracle[(k, dim)] - self.base.oracle[(k, dim)]
+                diff = out.oracle_raw[(k, dim)] - self.base.oracle_raw[(k, dim)]
                 w = cells.setdefault(c.task, {}).setdefault(dim, [0, 0, 0])
-                w[0 if diff > TIE else 1 if diff < -TIE else 2] += 1
+                w[0 if diff > margin else 1 if diff < -margin else 2] += 1
 
         def entry(wins: int, losses: int, ties: int) -> dict[str, Any]:
             n = wins + losses
@@ -267,7 +276,7 @@ class Monitor:
         pooled["all"] = entry(
             *(sum(w[i] for dims in cells.values() for w in dims.values()) for i in range(3))
         )
-        return {"cells": by_cell, "pooled": pooled}
+        return {"cells": by_cell, "pooled": pooled, "margin": margin}
 
 
 def fell(delta: dict[str, Any]) -> bool:

@@ -174,7 +174,7 @@ def write_report(
             _curves(history, policy_evals, kind),
         ),
         (
-            "Oracle win rate of the final policy over the base (ties dropped, Wilson 95%)",
+            "Oracle win rate of the final policy over the base (ties: raw oracle within the margin, dropped; Wilson 95%)",
             _win_table(metrics.get("oracle_win_rate", {}))
             if metrics.get("oracle_win_rate")
             else "<p>(no oracle)</p>",

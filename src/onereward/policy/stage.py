@@ -44,7 +44,7 @@ log = get_logger("policy.stage")
 STAGE = "train_policy"
 RUN_ONLY = (  # settings that do not change what is trained (not part of the resume fingerprint)
     "max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "resume",
-    "keep_checkpoint_dir", "threads", "device", "report_items",
+    "keep_checkpoint_dir", "threads", "device", "report_items", "oracle_margin",
 )  # fmt: skip
 
 
@@ -332,7 +332,7 @@ def _metrics(cfg, result: TrainResult, monitor: Monitor, gate_result, cache, con
             }
         )
     if synthetic and result.final_outputs is not None:
-        metrics["oracle_win_rate"] = monitor.win_rates(result.final_outputs)
+        metrics["oracle_win_rate"] = monitor.win_rates(result.final_outputs, cfg.oracle_margin)
     return metrics
 
 
