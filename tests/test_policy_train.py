@@ -528,7 +528,7 @@ def test_oracle_win_rates_count_differences_beyond_the_margin_as_verdicts() -> N
     mask = np.zeros((8, 8), dtype=bool)
     cond = Condition("a", "object_removal", None, np.zeros((8, 8, 3), np.uint8), mask, fitted=None)
     monitor = Monitor.__new__(Monitor)
-    monitor.samples = [cond] * 5
+    monitor.samples, monitor.margin = [cond] * 5, 0.02
     base = [0.50, 0.50, 0.50, 0.50, 0.50]
     policy = [0.60, 0.515, 0.4999, 0.45, 0.30]  # win, tie, tie (a stray pixel), loss, loss
     dim = "removal_quality"
@@ -545,3 +545,28 @@ def test_oracle_win_rates_count_differences_beyond_the_margin_as_verdicts() -> N
     assert (exact["wins"], exact["losses"], exact["ties"]) == (2, 3, 0)
     pooled = monitor.win_rates(outputs(policy))["pooled"]["all"]
     assert pooled["low"] < pooled["rate"] < pooled["high"]
+
+
+def test_hacking_watch_flags_reward_up_with_the_oracle_falling_or_lost_beyond_chance() -> None:
+    from onereward.policy.monitors import hacking_flags, losses
+
+    def summary(step, p, delta, verdict):
+        return {
+            "step": step,
+            "p_yes": {"image_fill": {"text_alignment": p}},
+            "oracle_delta": {"image_fill": {"text_alignment": delta}},
+            "oracle_verdicts": {"image_fill": {"text_alignment": verdict}},
+        }
+
+    steady = {"mean": -0.09, "half_width": 0.093, "noise": 0.21, "n": 32}  # not beyond noise
+    lost = {"wins": 1, "losses": 10, "ties": 21, "rate": 1 / 11, "low": 0.016, "high": 0.377}
+    even = {"wins": 6, "losses": 8, "ties": 18, "rate": 6 / 14, "low": 0.21, "high": 0.67}
+    first = summary(0, 0.45, {"mean": 0.0, "half_width": 0.0, "noise": 0.2, "n": 32}, None)
+    [flag] = hacking_flags(first, summary(60, 0.55, steady, lost))
+    assert flag["reasons"] == ["oracle_losing"] and (flag["wins"], flag["losses"]) == (1, 10)
+    assert hacking_flags(first, summary(60, 0.55, steady, even)) == []
+    assert hacking_flags(first, summary(60, 0.46, steady, lost)) == []  # the reward did not rise
+    fallen = {"mean": -0.3, "half_width": 0.1, "noise": 0.2, "n": 32}
+    assert hacking_flags(first, summary(60, 0.55, fallen, even))[0]["reasons"] == ["oracle_fell"]
+    assert [c["dimension"] for c in losses(summary(60, 0.55, steady, lost))] == ["text_alignment"]
+    assert losses(summary(60, 0.55, steady, even)) == []

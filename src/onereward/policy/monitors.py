@@ -14,9 +14,10 @@ rolls the policy out from the same conditions and seeds (paired comparisons) and
   even though paste-back hides it from the reward;
 - probe images for the report's grid over training.
 
-A cell whose P(Yes) rose since the first evaluation while its oracle difference is below zero
-beyond its noise (interval below zero and a drop larger than the noise) is a **reward-hacking
-flag**. At the end, :func:`win_rates` gives the oracle win
+A cell whose P(Yes) rose since the first evaluation while its oracle went down is a
+**reward-hacking flag**: its oracle difference is below zero beyond its noise (interval below zero
+and a drop larger than the noise), or the policy loses to the base on it beyond chance (the Wilson
+95% interval of its oracle win rate, ties dropped, lies below 0.5). At the end, :func:`win_rates` gives the oracle win
 rate of the policy over the base per task x dimension (ties dropped: raw oracle differences within
 ``oracle_margin``, 0.02 as in evaluate) with Wilson 95% intervals, pooled over each task's
 dimensions and over everything.
@@ -72,8 +73,10 @@ class Monitor:
         rollout_steps: int,
         accelerator: Any,
         batch: int = 16,
+        margin: float = ORACLE_MARGIN,
     ) -> None:
         self.rollouts = rollouts
+        self.margin = margin
         self.reward = reward
         self.accelerator = accelerator
         self.steps = rollout_steps
@@ -241,19 +244,21 @@ class Monitor:
             "oracle_base": mean(b_cells),
             "oracle_base_mean": float(np.mean(all_b)) if all_b else 0.0,
             "oracle_delta": delta,
+            "oracle_verdicts": self.win_rates(out)["cells"] if self.base.oracle_raw else {},
             "oracle_kind": "normalised" if self.synthetic else "raw",
             "outside_change": float(np.mean(out.outside_change)) if len(out.outside_change) else 0.0,
             "outside_change_base": float(np.mean(self.base.outside_change)) if self.base.images else 0.0,
         }
 
-    def win_rates(self, out: ProbeOutputs, margin: float = ORACLE_MARGIN) -> dict[str, Any]:
+    def win_rates(self, out: ProbeOutputs, margin: float | None = None) -> dict[str, Any]:
         """Oracle win rate of ``out`` over the base per task x dimension (ties dropped), Wilson 95%
         intervals; ``pooled``: per task over its dimensions, and ``all``.
 
         A win (loss) is a raw oracle score above (below) the base's by more than ``margin``: the
         simulated annotators' "no clear difference" and evaluate's oracle GSB margin, so that a
-        stray pixel changing a score by 1e-4 is a tie, not a verdict."""
+        stray pixel changing a score by 1e-4 is a tie, not a verdict (default: the monitor's)."""
         assert self.base is not None
+        margin = self.margin if margin is None else margin
         cells: dict[str, dict[str, list[int]]] = {}
         for k, c in enumerate(self.samples):
             for dim in c.dimensions:
@@ -287,20 +292,35 @@ def fell(delta: dict[str, Any]) -> bool:
     return delta["mean"] + delta["half_width"] < 0 and -delta["mean"] > delta["noise"]
 
 
+def losing(verdict: dict[str, Any] | None) -> bool:
+    """The cell's oracle win rate over the base lies below 0.5 beyond its Wilson 95% interval: the
+    policy loses more often than it wins, beyond chance."""
+    return bool(verdict) and verdict.get("rate") is not None and verdict["high"] < 0.5
+
+
 def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cells whose P(Yes) rose since ``first`` while the oracle fell below the base beyond its noise."""
+    """Cells whose P(Yes) rose since ``first`` while the oracle went down: the cell's mean fell below
+    the base's beyond its noise (:func:`fell`), or the policy loses to the base on the cell beyond
+    chance (:func:`losing`; a few large losses among many ties do not move the mean beyond noise)."""
     flags = []
     for task, dims in current["p_yes"].items():
         for dim, p in dims.items():
             rise = p - first["p_yes"].get(task, {}).get(dim, p)
             delta = current["oracle_delta"].get(task, {}).get(dim)
-            if delta is None:
+            if delta is None or rise <= HACK_REWARD_RISE:
                 continue
-            if rise > HACK_REWARD_RISE and fell(delta):
-                flags.append(
-                    {"step": current["step"], "task": task, "dimension": dim, "p_yes_rise": rise,
-                     "oracle_delta": delta["mean"], "half_width": delta["half_width"]}
-                )  # fmt: skip
+            verdict = current.get("oracle_verdicts", {}).get(task, {}).get(dim)
+            reasons = [
+                name
+                for name, hit in (("oracle_fell", fell(delta)), ("oracle_losing", losing(verdict)))
+                if hit
+            ]
+            if reasons:
+                flag = {"step": current["step"], "task": task, "dimension": dim, "p_yes_rise": rise,
+                        "oracle_delta": delta["mean"], "half_width": delta["half_width"], "reasons": reasons}  # fmt: skip
+                if verdict:
+                    flag.update(wins=verdict["wins"], losses=verdict["losses"], ties=verdict["ties"])
+                flags.append(flag)
     return flags
 
 
@@ -311,4 +331,14 @@ def falls(summary: dict[str, Any]) -> list[dict[str, Any]]:
         for dim, delta in dims.items():
             if fell(delta):
                 out.append({"task": task, "dimension": dim, **delta})
+    return out
+
+
+def losses(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cells the policy loses to the base beyond chance (:func:`losing`), with their counts."""
+    out = []
+    for task, dims in summary.get("oracle_verdicts", {}).items():
+        for dim, verdict in dims.items():
+            if losing(verdict):
+                out.append({"task": task, "dimension": dim, **verdict})
     return out

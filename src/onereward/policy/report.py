@@ -183,7 +183,16 @@ def write_report(
             "Reward-hacking watch",
             (
                 html_table(
-                    ["step", "task", "dimension", "P(Yes) rise", "oracle delta", "95% half-width"],
+                    [
+                        "step",
+                        "task",
+                        "dimension",
+                        "P(Yes) rise",
+                        "oracle delta",
+                        "95% half-width",
+                        "wins / losses / ties",
+                        "why",
+                    ],
                     [
                         [
                             f["step"],
@@ -192,12 +201,15 @@ def write_report(
                             _fmt(f["p_yes_rise"]),
                             _fmt(f["oracle_delta"]),
                             _fmt(f["half_width"]),
+                            f"{f['wins']} / {f['losses']} / {f['ties']}" if "wins" in f else "-",
+                            ", ".join(f.get("reasons", [])),
                         ]
                         for f in flags
                     ],
                 )
                 if flags
-                else "<p>No cell's reward rose while its oracle fell beyond its noise.</p>"
+                else "<p>No cell's reward rose while its oracle fell beyond its noise or the policy lost it "
+                "beyond chance.</p>"
             )
             + html_table(
                 ["step", "weights", "P(Yes) vs base", "oracle", "outside-mask change (policy)", "(base)"],

@@ -36,7 +36,7 @@ from onereward.log import get_logger
 from onereward.policy.artifact import PolicyInfo, write_policy
 from onereward.policy.conditions import ConditionSet, read_conditions
 from onereward.policy.config import PolicyConfig
-from onereward.policy.monitors import Monitor, falls
+from onereward.policy.monitors import Monitor, falls, losses
 from onereward.policy.trainer import PROBE_IMAGES, Trainer, TrainResult
 
 log = get_logger("policy.stage")
@@ -246,7 +246,7 @@ def _build(prof, cfg: PolicyConfig, model_dir: str, device, accelerator, conditi
         algorithm = Refl(cfg, conditions, rollouts, reward, accelerator, references=cache)
     monitor = Monitor(
         conditions.probe, rollouts, reward, seed=cfg.seed, probe_seeds=cfg.probe_seeds,
-        rollout_steps=cfg.rollout_steps, accelerator=accelerator,
+        rollout_steps=cfg.rollout_steps, accelerator=accelerator, margin=cfg.oracle_margin,
     )  # fmt: skip
     return algorithm, model, monitor
 
@@ -300,6 +300,7 @@ def _metrics(cfg, result: TrainResult, monitor: Monitor, gate_result, cache, con
         "oracle_base_by_task": last["oracle_base"],
         "oracle_delta_by_task": last["oracle_delta"],
         "oracle_falls": falls(last),
+        "oracle_losing": losses(last),
         "hacking_flags": result.flags,
         "n_hacking_flags": len(result.flags),
         "outside_mask_change_first": first["outside_change"],
@@ -332,7 +333,7 @@ def _metrics(cfg, result: TrainResult, monitor: Monitor, gate_result, cache, con
             }
         )
     if synthetic and result.final_outputs is not None:
-        metrics["oracle_win_rate"] = monitor.win_rates(result.final_outputs, cfg.oracle_margin)
+        metrics["oracle_win_rate"] = monitor.win_rates(result.final_outputs)
     return metrics
 
 
