@@ -146,6 +146,7 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
             "win_rate": pooled,
             "win_rate_cells": metrics.get("oracle_win_rate", {}).get("cells"),
             "oracle_falls": metrics["oracle_falls"],
+            "oracle_losing": metrics.get("oracle_losing", []),
             "hacking_flags": metrics["n_hacking_flags"],
             "outside_mask_change": [metrics["outside_mask_change_base"], metrics["outside_mask_change_last"]],
         }
@@ -196,6 +197,7 @@ def tiny(args: argparse.Namespace) -> dict[str, Any]:
             "win rate",
             "95% interval",
             "falls",
+            "lost",
             "flags",
         ],  # fmt: skip
         [
@@ -212,11 +214,28 @@ def tiny(args: argparse.Namespace) -> dict[str, Any]:
                 r["win_rate"].get("all", {}).get("rate"),
                 f"[{r['win_rate'].get('all', {}).get('low', 0):.3f}, {r['win_rate'].get('all', {}).get('high', 1):.3f}]",
                 len(r["oracle_falls"]),
+                len(r["oracle_losing"]),
                 r["hacking_flags"],
             ]  # fmt: skip
             for r in runs
         ],
     )
+    # The target is per task x dimension: every cell's oracle win rate (wins / losses / ties).
+    cells = sorted({(t, d) for r in runs for t, dims in (r["win_rate_cells"] or {}).items() for d in dims})
+    if cells:
+
+        def cell(r: dict[str, Any], task: str, dim: str) -> str:
+            w = (r["win_rate_cells"] or {}).get(task, {}).get(dim)
+            if not w:
+                return "-"
+            rate = "-" if w["rate"] is None else f"{w['rate']:.2f}"
+            return f"{rate} ({w['wins']}/{w['losses']}/{w['ties']})"
+
+        print_table(
+            "oracle win rate over the base per task x dimension: rate (wins/losses/ties)",
+            ["task/dimension", *(r["run"] for r in runs)],
+            [[f"{t}/{d}", *(cell(r, t, d) for r in runs)] for t, d in cells],
+        )
     result = {
         "tiny": {
             "steps": args.steps,
