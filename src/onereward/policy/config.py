@@ -210,50 +210,39 @@ class PolicyConfig(Config):
         """LoRA target module-name suffixes."""
         return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
 
-    def probabilities(self) -> dict[str, float]:
-        """``task_probabilities`` parsed: {task: p} with p >= 0 (not yet renormalised)."""
+    def _named_numbers(
+        self, field: str, names: tuple[str, ...], what: str, symbol: str, word: str
+    ) -> dict[str, float]:
+        """``field``'s 'name=value,...' parsed: {name: value} with names from ``names``, each once,
+        values finite and >= 0 (errors name the field)."""
         out: dict[str, float] = {}
-        for entry in self.task_probabilities.split(","):
+        for entry in getattr(self, field).split(","):
             if not entry.strip():
                 continue
             name, sep, value = entry.partition("=")
             name = name.strip()
-            if not sep or name not in tasks.TASKS:
-                self.fail(
-                    "task_probabilities", f"expected 'task=p,...' with tasks from {', '.join(tasks.TASKS)}"
-                )
+            if not sep or name not in names:
+                self.fail(field, f"expected '{what}={symbol},...' with {what}s from {', '.join(names)}")
             try:
-                p = float(value)
+                number = float(value)
             except ValueError:
-                self.fail("task_probabilities", f"expected a number for {name}")
-            if p < 0 or name in out:
-                self.fail("task_probabilities", f"expected one probability >= 0 per task ({name})")
-            out[name] = p
+                self.fail(field, f"expected a number for {name}")
+            if not 0 <= number < float("inf") or name in out:
+                self.fail(field, f"expected one finite {word} >= 0 per {what} ({name})")
+            out[name] = number
+        return out
+
+    def probabilities(self) -> dict[str, float]:
+        """``task_probabilities`` parsed: {task: p} with p >= 0 (not yet renormalised)."""
+        out = self._named_numbers("task_probabilities", tasks.TASKS, "task", "p", "probability")
         if not out or sum(out.values()) <= 0:
             self.fail("task_probabilities", "expected at least one task with p > 0")
         return out
 
     def weights(self) -> dict[str, float]:
         """``dimension_weights`` parsed: {dimension: w >= 0}; dimensions not named weigh 1."""
-        out: dict[str, float] = {}
-        for entry in self.dimension_weights.split(","):
-            if not entry.strip():
-                continue
-            name, sep, value = entry.partition("=")
-            name = name.strip()
-            if not sep or name not in tasks.DIMENSIONS:
-                self.fail(
-                    "dimension_weights",
-                    f"expected 'dimension=w,...' with dimensions from {', '.join(tasks.DIMENSIONS)}",
-                )
-            try:
-                w = float(value)
-            except ValueError:
-                self.fail("dimension_weights", f"expected a number for {name}")
-            if not w >= 0 or w == float("inf") or name in out:
-                self.fail("dimension_weights", f"expected one finite weight >= 0 per dimension ({name})")
-            out[name] = w
-        if out and all(w == 0 for w in out.values()) and len(out) == len(tasks.DIMENSIONS):
+        out = self._named_numbers("dimension_weights", tasks.DIMENSIONS, "dimension", "w", "weight")
+        if len(out) == len(tasks.DIMENSIONS) and not any(out.values()):
             self.fail("dimension_weights", "expected at least one dimension with w > 0")
         return out
 
