@@ -103,18 +103,25 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
         "gate_override": args.gate_override,
     }
     settings.update(json.loads(args.settings))
+    names = args.runs.split(",")
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise SystemExit(
+            f"--runs: unknown run(s) {', '.join(unknown)}; expected names from {', '.join(RUNS)}"
+        )
     refs = root / "references"
     t0 = time.perf_counter()
-    run_references(
-        world["subset"],
-        str(refs),
-        profile=args.profile,
-        zoo=args.zoo,
-        **{k: settings[k] for k in ("seed",) if k in settings},
-    )
+    if any(RUNS[n]["cache"] for n in names):  # only runs with the cache read the references
+        run_references(
+            world["subset"],
+            str(refs),
+            profile=args.profile,
+            zoo=args.zoo,
+            **{k: settings[k] for k in ("seed",) if k in settings},
+        )
     refs_s = time.perf_counter() - t0
     rows = []
-    for name in args.runs.split(","):
+    for name in names:
         spec = dict(RUNS[name])
         algorithm, cache = spec.pop("algorithm"), spec.pop("cache")
         out = root / f"policy-{name.replace(' ', '_').replace('+', '_')}"
@@ -439,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gpu-iterations", type=int, default=3)
     parser.add_argument("--lora-rank", type=int, default=64)
     args = parser.parse_args(argv)
+    unknown = [n for n in args.runs.split(",") if n not in RUNS]
+    if unknown:  # before the world is built
+        parser.error(f"--runs: unknown run(s) {', '.join(unknown)}; expected names from {', '.join(RUNS)}")
     if args.gpu_only or args.gpu_smoke:
         if args.gpu_only and not torch.cuda.is_available():
             print("full-size ReFL iteration: skipped (CUDA not available)", flush=True)
