@@ -121,21 +121,26 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
         )
     refs_s = time.perf_counter() - t0
     rows = []
-    for name in names:
+    seeds = run_seeds(args)
+    for name, seed in [(n, s) for n in names for s in seeds]:
         spec = dict(RUNS[name])
         algorithm, cache = spec.pop("algorithm"), spec.pop("cache")
         out = root / f"policy-{name.replace(' ', '_').replace('+', '_')}"
+        if len(seeds) > 1:
+            out = out.with_name(f"{out.name}-seed{seed}")
         t0 = time.perf_counter()
         metrics = run(
             world["subset"], world["reward_model"], str(out), profile=args.profile, zoo=args.zoo, references=str(refs) if cache else None,
-            algorithm=algorithm, **{**settings, **spec},
+            algorithm=algorithm, **{**settings, **spec, "seed": seed},
         )  # fmt: skip
         wall = time.perf_counter() - t0
         curves = json.loads((out / "curves.json").read_text())
         evals = [e for e in curves["evals"] if e["weights"] == "policy"]
         pooled = metrics.get("oracle_win_rate", {}).get("pooled", {})
         row = {
-            "run": name,
+            "run": name if len(seeds) == 1 else f"{name} seed {seed}",
+            "name": name,
+            "seed": seed,
             "algorithm": algorithm,
             "reference_cache": cache,
             "seconds_per_iteration": metrics["seconds_per_iteration"],
@@ -167,6 +172,40 @@ def policy_runs(world: dict[str, Any], root: Path, args: argparse.Namespace) -> 
         )
     rows.append({"run": "policy_references", "wall_seconds": round(refs_s, 1)})
     return rows
+
+
+def run_seeds(args: argparse.Namespace) -> list[int]:
+    """``--seeds`` (every run once per seed: training draws and the probe split) or ``--seed``."""
+    if not args.seeds:
+        return [args.seed]
+    try:
+        return [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+
+
+def pooled_over_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{run name: {"task/dimension" or "all": {wins, losses, ties, rate, low, high, seeds}}}: the
+    verdicts of every seed of a run added up, with the Wilson 95% interval of the sum."""
+    from onereward.stats import wilson_interval
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        for task, dims in (r["win_rate_cells"] or {}).items():
+            for dim, w in dims.items():
+                for key in (f"{task}/{dim}", "all"):
+                    c = out.setdefault(r["name"], {}).setdefault(
+                        key, {"wins": 0, "losses": 0, "ties": 0, "seeds": 0}
+                    )
+                    for k in ("wins", "losses", "ties"):
+                        c[k] += w[k]
+                    c["seeds"] += key != "all"
+    for cells in out.values():
+        for c in cells.values():
+            n = c["wins"] + c["losses"]
+            c["rate"] = c["wins"] / n if n else None
+            c["low"], c["high"] = wilson_interval(c["wins"], n) if n else (0.0, 1.0)
+    return out
 
 
 def tiny(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +282,19 @@ def tiny(args: argparse.Namespace) -> dict[str, Any]:
             ["task/dimension", *(r["run"] for r in runs)],
             [[f"{t}/{d}", *(cell(r, t, d) for r in runs)] for t, d in cells],
         )
+    pooled = pooled_over_seeds(runs) if len(run_seeds(args)) > 1 else {}
+    if pooled:
+
+        def summed(c: dict[str, Any]) -> str:
+            rate = "-" if c["rate"] is None else f"{c['rate']:.2f}"
+            return f"{rate} [{c['low']:.2f}, {c['high']:.2f}] ({c['wins']}/{c['losses']}/{c['ties']})"
+
+        keys = [f"{t}/{d}" for t, d in cells] + ["all"]
+        print_table(
+            f"oracle win rate summed over seeds {args.seeds}: rate [95% interval] (wins/losses/ties)",
+            ["task/dimension", *pooled],
+            [[k, *(summed(pooled[n][k]) if k in pooled[n] else "-" for n in pooled)] for k in keys],
+        )
     result = {
         "tiny": {
             "steps": args.steps,
@@ -252,6 +304,8 @@ def tiny(args: argparse.Namespace) -> dict[str, Any]:
             "world": {k: v for k, v in world.items() if k not in ("subset", "reward_model")},
             "settings": json.loads(args.settings),
             "runs": rows,
+            "seeds": run_seeds(args),
+            "win_rate_over_seeds": pooled,
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
     }
@@ -418,6 +472,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds: every run once per seed (training draws and probe split), the "
+        "oracle verdicts also summed over the seeds (one run's cells move with its seed)",
+    )
     parser.add_argument(
         "--runs", default=",".join(RUNS), help=f"comma-separated runs out of {', '.join(RUNS)}"
     )
