@@ -40,6 +40,7 @@ def train_policy(
     t1: int = -1,
     t2: int = -1,
     reward_lambda: float = -1.0,
+    reward_orders: str = "",
     cfg_scale: float = -1.0,
     guidance: float = -1.0,
     reference_seeds: int = -1,
@@ -50,6 +51,7 @@ def train_policy(
     nft_tau_mu: float = -1.0,
     nft_tau_sigma: float = -1.0,
     nft_reward: str = "pairwise",
+    nft_dimension_norm: str = "",
     task_probabilities: str = "image_fill=0.5,image_extend=0.25,object_removal=0.25",  # a literal: KFP runs the source
     dimension_weights: str = "",
     probe_items: int = -1,

@@ -172,6 +172,33 @@ def test_refl_loss_is_eq5_and_only_the_policy_adapter_gets_gradients(world) -> N
     assert stats.above_lambda == pytest.approx(float((p >= 0.9).float().mean()))
 
 
+def test_reward_in_both_orders_cancels_the_position_of_the_pair(world) -> None:
+    """``reward_orders: both`` is (P(Yes | a, b) + 1 - P(Yes | b, a)) / 2 of the same reward model,
+    so swapping a and b gives 1 - the reward; the paper's single order does not have that symmetry."""
+    torch.set_num_threads(1)
+    cfg, conds, refl, model, _ = _pieces(world, batch_size=2, micro_batch_size=2, reward_orders="both")
+    assert refl.reward.orders == "both"
+    samples, ref_seeds, pol_seeds, t = refl.draws(0)
+    with torch.no_grad():
+        ref = refl.reference_images(samples, ref_seeds)
+        pol = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps)
+        both, comps = refl.reward.p_yes(pol.images, ref, samples, grad=False)
+        swapped, _ = refl.reward.p_yes(ref, pol.images, samples, grad=False)
+        refl.reward.orders = "policy_first"
+        ab, _ = refl.reward.p_yes(pol.images, ref, samples, grad=False)
+        ba, _ = refl.reward.p_yes(ref, pol.images, samples, grad=False)
+    assert len(both) == len(comps.index) == sum(len(c.dimensions) for c in samples)
+    assert torch.allclose(both, 0.5 * (ab + 1.0 - ba), atol=1e-6)
+    assert torch.allclose(both + swapped, torch.ones_like(both), atol=1e-6)
+    assert not torch.allclose(ab + ba, torch.ones_like(ab), atol=1e-3)  # one order is position-biased
+    from onereward.policy.rewards import PairwiseReward
+
+    with pytest.raises(ValueError, match="reward orders: expected 'policy_first' or 'both', got 'first'"):
+        PairwiseReward(refl.reward.scorer, orders="first")
+    with pytest.raises(ConfigError, match="reward_orders"):
+        PolicyConfig.resolve(PolicyConfig(), {"reward_orders": "first"})
+
+
 def test_dimension_weights_weight_each_samples_mean_over_dimensions(world) -> None:
     torch.set_num_threads(1)
     weights = {"text_alignment": 3.0, "consistency": 0.0}
@@ -309,6 +336,26 @@ def test_nft_optimality_and_low_std_group_filter() -> None:
     keep = keep_groups(raw, group, tau_mu=0.9, tau_sigma=0.05)
     assert keep.tolist() == [True, True, True, False, False, False]  # high mean and low std: noise
     assert keep_groups(raw, group, tau_mu=0.99, tau_sigma=0.05).all()
+
+
+def test_nft_separate_dimension_norm() -> None:
+    """Each dimension is centred in its group and divided by its own Z before the weighted mean, so
+    a dimension whose reward varies little moves the optimality as much as one that varies a lot."""
+    from onereward.policy.nft import optimality, separate_optimality
+
+    # two dimensions: the first varies by 0.4 within the group, the second by 0.02, in opposite order
+    raw = torch.tensor([[0.2, 0.52], [0.6, 0.50]])
+    group = torch.tensor([0, 0])
+    z = torch.tensor([0.2, 0.01])
+    r = separate_optimality(raw, group, torch.tensor([1.0, 1.0]), norm="global", global_std=z)
+    assert torch.allclose(r, torch.tensor([0.5, 0.5]))  # (-1 + 1) / 2 and (1 - 1) / 2: a tie
+    pooled = optimality(raw.mean(1), group, norm="global", global_std=0.1)
+    assert pooled[1] > 0.5 > pooled[0]  # the pooled mean follows the dimension that varies most
+    r = separate_optimality(raw, group, torch.tensor([1.0, 3.0]), norm="global", global_std=z)
+    assert torch.allclose(r, torch.tensor([0.75, 0.25]))  # 1/2 + 1/2 (-1 + 3) / 4
+    r = separate_optimality(raw, group, torch.tensor([1.0, 0.0]), norm="group", global_std=z)
+    # group std: centred / 0.2 = -+1 on dimension 1 only
+    assert torch.allclose(r, torch.tensor([0.0, 1.0]), atol=1e-6)
 
 
 class _GaussianFlow:

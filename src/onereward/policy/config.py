@@ -55,6 +55,13 @@ class PolicyConfig(Config):
     t2: int = setting(
         7, "Last step index of the grad step (t ~ U{t1..t2}, t2 < rollout_steps).", profile=True
     )
+    reward_orders: Literal["policy_first", "both"] = setting(
+        "policy_first",
+        "Order of the pair shown to the reward model: P(Yes | policy, reference) as in the paper's Eq. 5"
+        " (policy_first), or the mean of that and 1 - P(Yes | reference, policy) (both: cancels the"
+        " judge's position bias, twice the reward compute).",
+        profile=True,
+    )
     reward_lambda: float = setting(
         0.8, "Reward upper bound lambda of Eq. 5: loss = mean_e max(0, lambda - P(Yes)), in (0, 1].",
         profile=True,
@@ -93,6 +100,13 @@ class PolicyConfig(Config):
     )
     nft_norm: Literal["global", "group"] = setting(
         "global", "NFT normaliser Z of Eq. 7: std of the step's raw rewards (global) or of each group."
+    )
+    nft_dimension_norm: Literal["pooled", "separate"] = setting(
+        "pooled",
+        "NFT: Eq. 7 on the mean over the task's dimensions (pooled), or on each dimension's reward with its"
+        " own Z, then the weighted mean of the clipped advantages (separate: a dimension whose P(Yes)"
+        " varies little still counts as much as the others).",
+        profile=True,
     )
     nft_solver: Literal["ab2", "euler"] = setting(
         "ab2", "NFT rollout solver: second-order multistep (Adams-Bashforth on the velocity) or Euler."

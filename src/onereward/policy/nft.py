@@ -49,6 +49,23 @@ def optimality(raw: torch.Tensor, group: torch.Tensor, *, norm: str, global_std:
     return out
 
 
+def separate_optimality(
+    raw: torch.Tensor, group: torch.Tensor, weights: torch.Tensor, *, norm: str, global_std: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 7 per dimension: ``raw`` [N, D] (one column per dimension of the groups' task),
+    ``global_std`` [D] (each dimension's std over the step's rollouts of the task), ``weights`` [D].
+    Returns ``1/2 + 1/2 sum_e w_e clip((raw_e - group mean_e) / Z_e, -1, 1) / sum_e w_e``: [N]."""
+    out = torch.empty(raw.shape[0], dtype=raw.dtype)
+    w = weights / weights.sum().clamp_min(1e-12)
+    for g in group.unique():
+        sel = group == g
+        centred = raw[sel] - raw[sel].mean(0, keepdim=True)
+        z = raw[sel].std(0, unbiased=False) if norm == "group" else global_std
+        adv = torch.clamp(centred / z.clamp_min(1e-6), -1.0, 1.0)
+        out[sel] = 0.5 + 0.5 * (adv * w).sum(1)
+    return out
+
+
 def keep_groups(raw: torch.Tensor, group: torch.Tensor, *, tau_mu: float, tau_sigma: float) -> torch.Tensor:
     """Boolean [N]: False for the rollouts of groups with mean > tau_mu and std < tau_sigma."""
     keep = torch.ones_like(raw, dtype=torch.bool)
@@ -107,8 +124,7 @@ class Nft:
         return quantise(out.images)
 
     def raw_rewards(self, cond: Condition, images: torch.Tensor, base_seed: int) -> torch.Tensor:
-        """Mean over the task's dimensions (weighted by ``dimension_weights``) of the raw reward of
-        each rollout: [G]."""
+        """Raw reward of each rollout per dimension of the task, in ``cond.dimensions`` order: [G, D]."""
         conds = [cond] * images.shape[0]
         if self.cfg.nft_reward == "score":
             assert self.score is not None
@@ -116,7 +132,18 @@ class Nft:
         else:
             base = self.base_image(cond, base_seed).expand(images.shape[0], -1, -1, -1)
             values, comps = self.reward.p_yes(images, base, conds, grad=False)
-        return comps.per_condition_mean(values.float(), len(conds), self.cfg.weights())
+        # Comparisons run condition-major, dimensions inner
+        assert comps.dimensions[: len(cond.dimensions)] == list(cond.dimensions)
+        return values.float().reshape(len(conds), len(cond.dimensions))
+
+    def dimension_weights(self, cond: Condition) -> torch.Tensor:
+        """``dimension_weights`` of the task's dimensions: [D]."""
+        return torch.tensor([self.cfg.dimension_weight(d) for d in cond.dimensions], dtype=torch.float32)
+
+    def pooled(self, cond: Condition, raw: torch.Tensor) -> torch.Tensor:
+        """The weighted mean over the dimensions of [G, D] raw rewards: [G]."""
+        w = self.dimension_weights(cond).to(raw.device)
+        return (raw * w).sum(1) / w.sum().clamp_min(1e-12)
 
     # ---- one iteration -------------------------------------------------------------------------
     def step(self, step: int, rank: int = 0, world: int = 1) -> StepStats:
@@ -134,14 +161,15 @@ class Nft:
         self.reference_seconds = 0.0
         # 1-2. Rollouts of the old policy and their raw rewards (no grad).
         t0 = time.perf_counter()
-        rollouts, raws = {}, {}
+        rollouts, raws, per_dim = {}, {}, {}
         for g in mine:
             with self.accelerator.autocast():
                 out = self.rollouts.sample(
                     [conds[g]] * cfg.nft_group_size, seeds[g], "old", steps=cfg.nft_rollout_steps,
                     solver=cfg.nft_solver, keep_latents=True,
                 )  # fmt: skip
-                raws[g] = self.raw_rewards(conds[g], out.images, base_seeds[g])
+                per_dim[g] = self.raw_rewards(conds[g], out.images, base_seeds[g]).cpu()
+            raws[g] = self.pooled(conds[g], per_dim[g])
             rollouts[g] = out.latents.detach()
         stats.reference_seconds = self.reference_seconds
         stats.extra["rollout_seconds"] = time.perf_counter() - t0 - self.reference_seconds
@@ -153,11 +181,12 @@ class Nft:
         all_raw = torch.tensor(gather_object(local_raw.tolist()), dtype=torch.float32)
         global_std = float(all_raw.std(unbiased=False)) if all_raw.numel() > 1 else 0.0
         group_ids = torch.tensor([g for g in mine for _ in range(cfg.nft_group_size)])
-        r = (
-            optimality(local_raw.cpu(), group_ids, norm=cfg.nft_norm, global_std=global_std)
-            if mine
-            else local_raw
-        )
+        if cfg.nft_dimension_norm == "separate":
+            r = self.separate(conds, mine, per_dim, group_ids)
+        elif mine:
+            r = optimality(local_raw.cpu(), group_ids, norm=cfg.nft_norm, global_std=global_std)
+        else:
+            r = local_raw
         keep = keep_groups(local_raw.cpu(), group_ids, tau_mu=cfg.nft_tau_mu, tau_sigma=cfg.nft_tau_sigma)
         n_kept_local = torch.tensor([float(keep.sum())], device=self.rollouts.device)
         n_kept = int(self.accelerator.gather(n_kept_local).sum().item())
@@ -170,8 +199,8 @@ class Nft:
         )
         stats.p_yes = stats.extra["reward_raw"]
         for g in mine:
-            for d in conds[g].dimensions:
-                stats.cells.setdefault(f"{conds[g].task}/{d}", []).extend(raws[g].tolist())
+            for j, d in enumerate(conds[g].dimensions):
+                stats.cells.setdefault(f"{conds[g].task}/{d}", []).extend(per_dim[g][:, j].tolist())
         if n_kept == 0:
             stats.optimise = False
             return stats
@@ -203,6 +232,39 @@ class Nft:
         stats.n_samples = int(keep.sum())
         stats.loss = total / max(1, stats.n_samples)
         return stats
+
+    def separate(
+        self,
+        conds: list[Condition],
+        mine: list[int],
+        per_dim: dict[int, torch.Tensor],
+        group_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Optimality with each (task, dimension) normalised on its own (``nft_dimension_norm:
+        separate``); Z_e is the std of that dimension's rewards over every rank's rollouts of the
+        task in this step (``global``) or of the group. Returns [N] in ``mine`` order."""
+        from accelerate.utils import gather_object
+
+        local = [(conds[g].task, d, v) for g in mine for j, d in enumerate(conds[g].dimensions)
+                 for v in per_dim[g][:, j].tolist()]  # fmt: skip
+        values: dict[tuple[str, str], list[float]] = {}
+        for task, d, v in gather_object(local):
+            values.setdefault((task, d), []).append(v)
+        out = []
+        for g in mine:
+            dims = conds[g].dimensions
+            z = torch.tensor([float(np.std(values[(conds[g].task, d)])) for d in dims], dtype=torch.float32)
+            sel = group_ids == g
+            out.append(
+                separate_optimality(
+                    per_dim[g],
+                    group_ids[sel],
+                    self.dimension_weights(conds[g]),
+                    norm=self.cfg.nft_norm,
+                    global_std=z,
+                )  # fmt: skip
+            )
+        return torch.cat(out) if out else torch.zeros(0)
 
     def loss(
         self, cond: Condition, x0: torch.Tensor, r: torch.Tensor, rng: np.random.Generator, step: int

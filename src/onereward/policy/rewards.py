@@ -79,16 +79,32 @@ class Comparisons:
 
 
 class PairwiseReward:
-    """P(Yes | a, b, q_e) per dimension of each condition's task, from the one reward model."""
+    """P(Yes | a, b, q_e) per dimension of each condition's task, from the one reward model.
 
-    def __init__(self, scorer: RewardScorer, *, batch_size: int = 32) -> None:
+    ``orders="both"`` asks the reward model in both orders and returns
+    ``(P(Yes | a, b) + 1 - P(Yes | b, a)) / 2``: the position bias of a pairwise judge cancels (the
+    reward model's ``accuracy_symmetric`` measures that decision), at twice the reward compute."""
+
+    def __init__(self, scorer: RewardScorer, *, batch_size: int = 32, orders: str = "policy_first") -> None:
+        if orders not in ("policy_first", "both"):
+            raise ValueError(f"reward orders: expected 'policy_first' or 'both', got {orders!r}")
         self.scorer = scorer
         self.batch_size = batch_size
+        self.orders = orders
 
     def p_yes(
         self, images_a: torch.Tensor, images_b: torch.Tensor, conds: Sequence[Condition], *, grad: bool
     ) -> tuple[torch.Tensor, Comparisons]:
         """P(Yes) for every (condition, dimension): images [B, 3, H, W] in [0, 1], one size."""
+        p, comps = self._p_yes(images_a, images_b, conds, grad=grad)
+        if self.orders == "both":
+            swapped, _ = self._p_yes(images_b.to(images_a.device), images_a, conds, grad=grad)
+            p = 0.5 * (p + 1.0 - swapped)
+        return p, comps
+
+    def _p_yes(
+        self, images_a: torch.Tensor, images_b: torch.Tensor, conds: Sequence[Condition], *, grad: bool
+    ) -> tuple[torch.Tensor, Comparisons]:
         comps = Comparisons.of(conds)
         idx = torch.tensor(comps.index, device=images_a.device)
         a, b = images_a.index_select(0, idx), images_b.to(images_a.device).index_select(0, idx)

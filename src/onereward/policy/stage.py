@@ -238,7 +238,7 @@ def _build(prof, cfg: PolicyConfig, model_dir: str, device, accelerator, conditi
     rollouts = Rollouts(
         sampler, model, cfg_scale=cfg.cfg_scale, guidance=cfg.guidance, feather=prof.generate.feather
     )
-    reward = PairwiseReward(scorer)
+    reward = PairwiseReward(scorer, orders=cfg.reward_orders)
     if cfg.algorithm == "nft":
         score = LogitScore(scorer) if cfg.nft_reward == "score" else None
         algorithm = Nft(cfg, conditions, rollouts, reward, accelerator, references=cache, score=score)
