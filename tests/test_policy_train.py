@@ -617,3 +617,17 @@ def test_hacking_watch_flags_reward_up_with_the_oracle_falling_or_lost_beyond_ch
     assert hacking_flags(first, summary(60, 0.55, fallen, even))[0]["reasons"] == ["oracle_fell"]
     assert [c["dimension"] for c in losses(summary(60, 0.55, steady, lost))] == ["text_alignment"]
     assert losses(summary(60, 0.55, steady, even)) == []
+
+    # The task's reward rose through the other dimensions while text alignment's own P(Yes) fell
+    # with its oracle (measured: a policy that stopped drawing the object, P(Yes) 0.485 -> 0.637).
+    def task(step, ta, aes, delta, verdict):
+        out = summary(step, ta, delta, verdict)
+        out["p_yes"]["image_fill"]["aesthetics"] = aes
+        return out
+
+    start = task(0, 0.52, 0.49, {"mean": 0.0, "half_width": 0.0, "noise": 0.2, "n": 32}, None)
+    [flag] = hacking_flags(start, task(60, 0.37, 0.81, fallen, lost))
+    assert flag["dimension"] == "text_alignment"
+    assert flag["reasons"] == ["oracle_fell", "oracle_losing", "task_reward_rose"]
+    assert flag["task_p_yes_rise"] == pytest.approx(((0.37 + 0.81) - (0.52 + 0.49)) / 2)
+    assert hacking_flags(start, task(60, 0.37, 0.50, fallen, lost)) == []  # the task's reward fell

@@ -14,8 +14,8 @@ rolls the policy out from the same conditions and seeds (paired comparisons) and
   even though paste-back hides it from the reward;
 - probe images for the report's grid over training.
 
-A cell whose P(Yes) rose since the first evaluation while its oracle went down is a
-**reward-hacking flag**: its oracle difference is below zero beyond its noise (interval below zero
+A cell whose P(Yes), or whose task's mean P(Yes) over its dimensions, rose since the first
+evaluation while its oracle went down is a **reward-hacking flag**: its oracle difference is below zero beyond its noise (interval below zero
 and a drop larger than the noise), or the policy loses to the base on it beyond chance (the Wilson
 95% interval of its oracle win rate, ties dropped, lies below 0.5). At the end, :func:`win_rates` gives the oracle win
 rate of the policy over the base per task x dimension (ties dropped: raw oracle differences within
@@ -299,15 +299,28 @@ def losing(verdict: dict[str, Any] | None) -> bool:
 
 
 def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cells whose P(Yes) rose since ``first`` while the oracle went down: the cell's mean fell below
+    """Cells whose oracle went down while the reward rose since ``first``: the cell's mean fell below
     the base's beyond its noise (:func:`fell`), or the policy loses to the base on the cell beyond
-    chance (:func:`losing`; a few large losses among many ties do not move the mean beyond noise)."""
+    chance (:func:`losing`; a few large losses among many ties do not move the mean beyond noise).
+
+    "The reward rose" is the cell's own P(Yes) or its task's mean P(Yes) over the dimensions (what
+    the policy is trained on): a policy that stops drawing the prompted object raises the task's
+    reward through consistency, structure and aesthetics while text alignment's own P(Yes) falls
+    with its oracle. That is the reward hacking the watch is for (``reasons`` carries
+    ``task_reward_rose`` then)."""
     flags = []
     for task, dims in current["p_yes"].items():
+        before = first["p_yes"].get(task, {})
+        common = [d for d in dims if d in before]
+        task_rise = (
+            float(np.mean([dims[d] for d in common]) - np.mean([before[d] for d in common]))
+            if common
+            else 0.0
+        )
         for dim, p in dims.items():
-            rise = p - first["p_yes"].get(task, {}).get(dim, p)
+            rise = p - before.get(dim, p)
             delta = current["oracle_delta"].get(task, {}).get(dim)
-            if delta is None or rise <= HACK_REWARD_RISE:
+            if delta is None or max(rise, task_rise) <= HACK_REWARD_RISE:
                 continue
             verdict = current.get("oracle_verdicts", {}).get(task, {}).get(dim)
             reasons = [
@@ -316,8 +329,11 @@ def hacking_flags(first: dict[str, Any], current: dict[str, Any]) -> list[dict[s
                 if hit
             ]
             if reasons:
+                if rise <= HACK_REWARD_RISE:
+                    reasons.append("task_reward_rose")
                 flag = {"step": current["step"], "task": task, "dimension": dim, "p_yes_rise": rise,
-                        "oracle_delta": delta["mean"], "half_width": delta["half_width"], "reasons": reasons}  # fmt: skip
+                        "task_p_yes_rise": task_rise, "oracle_delta": delta["mean"],
+                        "half_width": delta["half_width"], "reasons": reasons}  # fmt: skip
                 if verdict:
                     flag.update(wins=verdict["wins"], losses=verdict["losses"], ties=verdict["ties"])
                 flags.append(flag)

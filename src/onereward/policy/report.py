@@ -188,6 +188,7 @@ def write_report(
                         "task",
                         "dimension",
                         "P(Yes) rise",
+                        "task's P(Yes) rise",
                         "oracle delta",
                         "95% half-width",
                         "wins / losses / ties",
@@ -199,6 +200,7 @@ def write_report(
                             f["task"],
                             f["dimension"],
                             _fmt(f["p_yes_rise"]),
+                            _fmt(f["task_p_yes_rise"]) if "task_p_yes_rise" in f else "-",
                             _fmt(f["oracle_delta"]),
                             _fmt(f["half_width"]),
                             f"{f['wins']} / {f['losses']} / {f['ties']}" if "wins" in f else "-",
@@ -208,8 +210,8 @@ def write_report(
                     ],
                 )
                 if flags
-                else "<p>No cell's reward rose while its oracle fell beyond its noise or the policy lost it "
-                "beyond chance.</p>"
+                else "<p>No cell's oracle fell beyond its noise, or was lost beyond chance, while its reward or its "
+                "task's reward rose.</p>"
             )
             + html_table(
                 ["step", "weights", "P(Yes) vs base", "oracle", "outside-mask change (policy)", "(base)"],
