@@ -358,6 +358,32 @@ def test_nft_separate_dimension_norm() -> None:
     assert torch.allclose(r, torch.tensor([0.0, 1.0]), atol=1e-6)
 
 
+def test_nft_step_normalises_each_dimension_separately_on_the_same_rollouts(world) -> None:
+    """One real NFT step per setting from the same draws: the rollouts and their per-dimension
+    rewards are the same, the optimality (and so the gradient) differs, and the per-cell rewards
+    the step logs are each dimension's own P(Yes). (At the first step the policy is the old policy,
+    so the loss value itself does not depend on the optimality; its gradient does.)"""
+    torch.set_num_threads(1)
+    steps, grads = {}, {}
+    for norm in ("pooled", "separate"):
+        cfg, conds, nft, model, _ = _pieces(
+            world, algorithm="nft", batch_size=3, micro_batch_size=2, nft_dimension_norm=norm, nft_tau_mu=1.0
+        )
+        steps[norm] = nft.step(0)
+        grads[norm] = _grads(model)
+    pooled, separate = steps["pooled"], steps["separate"]
+    assert pooled.cells.keys() == separate.cells.keys()
+    for cell, values in pooled.cells.items():
+        assert values == pytest.approx(separate.cells[cell], abs=1e-6), cell
+    fill = {
+        c: v for c, v in pooled.cells.items() if c.startswith("image_fill/") or c.startswith("image_extend/")
+    }
+    assert len({tuple(v) for v in fill.values()}) == len(fill) > 1  # each dimension its own reward
+    assert separate.n_samples == pooled.n_samples > 0
+    assert grads["pooled"].keys() == grads["separate"].keys() and grads["pooled"]
+    assert any(not torch.allclose(g, grads["separate"][n], atol=1e-7) for n, g in grads["pooled"].items())
+
+
 class _GaussianFlow:
     """x0 ~ N(m, s^2) per coordinate: the exact flow-matching velocity, so solvers can be checked."""
 

@@ -15,12 +15,12 @@ rolls the policy out from the same conditions and seeds (paired comparisons) and
 - probe images for the report's grid over training.
 
 A cell whose P(Yes), or whose task's mean P(Yes) over its dimensions, rose since the first
-evaluation while its oracle went down is a **reward-hacking flag**: its oracle difference is below zero beyond its noise (interval below zero
-and a drop larger than the noise), or the policy loses to the base on it beyond chance (the Wilson
-95% interval of its oracle win rate, ties dropped, lies below 0.5). At the end, :func:`win_rates` gives the oracle win
-rate of the policy over the base per task x dimension (ties dropped: raw oracle differences within
-``oracle_margin``, 0.02 as in evaluate) with Wilson 95% intervals, pooled over each task's
-dimensions and over everything.
+evaluation while its oracle went down is a **reward-hacking flag**: its oracle difference is below
+zero beyond its noise (interval below zero and a drop larger than the noise), or the policy loses
+to the base on it beyond chance (the Wilson 95% interval of its oracle win rate, ties dropped, lies
+below 0.5). At the end, :func:`win_rates` gives the oracle win rate of the policy over the base
+per task x dimension (ties dropped: raw oracle differences within ``oracle_margin``, 0.02 as in
+evaluate) with Wilson 95% intervals, pooled over each task's dimensions and over everything.
 """
 
 from __future__ import annotations

@@ -123,8 +123,11 @@ class Nft:
             out = self.rollouts.sample([cond], [seed], "base", steps=self.cfg.rollout_steps)
         return quantise(out.images)
 
-    def raw_rewards(self, cond: Condition, images: torch.Tensor, base_seed: int) -> torch.Tensor:
-        """Raw reward of each rollout per dimension of the task, in ``cond.dimensions`` order: [G, D]."""
+    def raw_rewards(
+        self, cond: Condition, images: torch.Tensor, base_seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw reward of each rollout per dimension of the task, in ``cond.dimensions`` order [G, D],
+        and its mean over the dimensions weighted by ``dimension_weights`` [G]."""
         conds = [cond] * images.shape[0]
         if self.cfg.nft_reward == "score":
             assert self.score is not None
@@ -132,18 +135,15 @@ class Nft:
         else:
             base = self.base_image(cond, base_seed).expand(images.shape[0], -1, -1, -1)
             values, comps = self.reward.p_yes(images, base, conds, grad=False)
+        values = values.float()
         # Comparisons run condition-major, dimensions inner
         assert comps.dimensions[: len(cond.dimensions)] == list(cond.dimensions)
-        return values.float().reshape(len(conds), len(cond.dimensions))
+        pooled = comps.per_condition_mean(values, len(conds), self.cfg.weights())
+        return values.reshape(len(conds), len(cond.dimensions)), pooled
 
     def dimension_weights(self, cond: Condition) -> torch.Tensor:
         """``dimension_weights`` of the task's dimensions: [D]."""
         return torch.tensor([self.cfg.dimension_weight(d) for d in cond.dimensions], dtype=torch.float32)
-
-    def pooled(self, cond: Condition, raw: torch.Tensor) -> torch.Tensor:
-        """The weighted mean over the dimensions of [G, D] raw rewards: [G]."""
-        w = self.dimension_weights(cond).to(raw.device)
-        return (raw * w).sum(1) / w.sum().clamp_min(1e-12)
 
     # ---- one iteration -------------------------------------------------------------------------
     def step(self, step: int, rank: int = 0, world: int = 1) -> StepStats:
@@ -168,8 +168,8 @@ class Nft:
                     [conds[g]] * cfg.nft_group_size, seeds[g], "old", steps=cfg.nft_rollout_steps,
                     solver=cfg.nft_solver, keep_latents=True,
                 )  # fmt: skip
-                per_dim[g] = self.raw_rewards(conds[g], out.images, base_seeds[g]).cpu()
-            raws[g] = self.pooled(conds[g], per_dim[g])
+                values, raws[g] = self.raw_rewards(conds[g], out.images, base_seeds[g])
+            per_dim[g] = values.cpu()  # the per-dimension optimality is computed on the CPU
             rollouts[g] = out.latents.detach()
         stats.reference_seconds = self.reference_seconds
         stats.extra["rollout_seconds"] = time.perf_counter() - t0 - self.reference_seconds
