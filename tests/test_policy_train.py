@@ -432,6 +432,82 @@ def test_logit_score_is_the_expected_digit(world) -> None:
     assert values.shape == (2 * len(cond.dimensions),) and ((values >= 0) & (values <= 1)).all()
 
 
+def test_oracle_reward_is_the_normalised_oracle_and_needs_targets(world) -> None:
+    """nft_reward oracle: the target scores 1 on every dimension, the source left unchanged scores
+    what the synthetic world's normalisation gives it, and a condition without a target is refused
+    by name."""
+    import dataclasses
+
+    from onereward.errors import InputError
+    from onereward.policy.rewards import OracleReward
+    from onereward.synth.baselines import normalised_scores
+
+    _, conds, _, _, _ = _pieces(world)
+    cond = next(c for c in conds.all_train() if c.task == "image_fill")
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
+    reward = OracleReward()
+    values, comps = reward.score(torch.cat([as_tensor(cond.target), as_tensor(cond.source)]), [cond, cond])
+    d = len(cond.dimensions)
+    assert comps.dimensions == list(cond.dimensions) * 2 and values.shape == (2 * d,)
+    assert values[:d].tolist() == pytest.approx([1.0] * d, abs=1e-6)
+    expected = normalised_scores(
+        cond.task, cond.source, cond.mask, cond.prompt, cond.source, cond.target, item_id=cond.item_id
+    )
+    assert values[d:].tolist() == pytest.approx(
+        [expected[k]["normalised"] for k in cond.dimensions], abs=1e-5
+    )
+    assert values[d + cond.dimensions.index("text_alignment")] < 0  # the object is missing
+    bare = dataclasses.replace(cond, target=None)
+    with pytest.raises(InputError, match=rf"nft_reward: 'oracle' needs .* \(first: '{cond.item_id}'\)") as e:
+        OracleReward().score(as_tensor(cond.source), [bare])
+    assert "\n" not in str(e.value)
+
+
+def test_the_oracle_reward_is_refused_on_items_without_targets(world, tmp_path) -> None:
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from onereward.artifacts import content_hash
+
+    # The synthetic pool as a user's own data would come: no targets (and a consistent manifest).
+    pool = tmp_path / "pool"
+    shutil.copytree(world["pool"], pool)
+    shutil.rmtree(pool / "targets")
+    table = pq.read_table(pool / "items.parquet")
+    column = table.schema.get_field_index("target")
+    table = table.set_column(column, "target", pa.nulls(len(table), pa.string()))
+    pq.write_table(table, pool / "items.parquet")
+    manifest = json.loads((pool / "manifest.json").read_text())
+    manifest["content_hash"] = content_hash(pool)
+    (pool / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"policy.nft_reward \(--nft-reward\): 'oracle' needs .* targe") as e:
+        _run({**world, "pool": pool}, tmp_path / "p", algorithm="nft", nft_reward="oracle")
+    assert "\n" not in str(e.value) and not (tmp_path / "p").exists()
+
+
+def test_nft_with_the_oracle_reward_steps_on_oracle_values(world) -> None:
+    """NFT with the oracle as the judge: the raw rewards of a group are its normalised oracle
+    scores per dimension (the target's are 1), and a real step takes a gradient step."""
+    torch.set_num_threads(1)
+    cfg, conds, nft, model, _ = _pieces(
+        world, algorithm="nft", batch_size=2, nft_reward="oracle", nft_tau_mu=1.0
+    )
+    cond = next(c for c in conds.all_train() if c.task == "image_fill")
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
+    images = torch.cat([as_tensor(cond.target), as_tensor(cond.source)])
+    per_dim, pooled = nft.raw_rewards(cond, images, base_seed=0)
+    assert per_dim.shape == (2, len(cond.dimensions))
+    assert per_dim[0].tolist() == pytest.approx([1.0] * len(cond.dimensions), abs=1e-6)
+    assert pooled.tolist() == pytest.approx(per_dim.mean(1).tolist(), abs=1e-6)
+    assert pooled[1] < pooled[0]
+    stats = nft.step(0)
+    assert stats.n_samples > 0 and _grads(model)
+    assert {c.split("/")[0] for c in stats.cells} <= set(conds.tasks) and stats.cells
+
+
 # ---- whole runs -----------------------------------------------------------------------------------
 
 

@@ -94,9 +94,10 @@ class PolicyConfig(Config):
     nft_tau_sigma: float = setting(
         0.05, "NFT: the std threshold tau_sigma of the group filter (Table 5).", profile=True
     )
-    nft_reward: Literal["pairwise", "score"] = setting(
+    nft_reward: Literal["pairwise", "score", "oracle"] = setting(
         "pairwise",
-        "NFT raw reward: the reward model's P(Yes) against the base rollout, or the training-free 0-5 score.",
+        "NFT raw reward: the reward model's P(Yes) against the base rollout, the training-free 0-5 score,"
+        " or (synthetic world only) the oracle's normalised score: the skyline with a perfect judge.",
     )
     nft_norm: Literal["global", "group"] = setting(
         "global", "NFT normaliser Z of Eq. 7: std of the step's raw rewards (global) or of each group."

@@ -7,7 +7,8 @@ One iteration (:meth:`Nft.step`) over ``batch_size`` groups:
    (``nft_rollout_steps``, a second-order multistep solver or Euler), without grad.
 2. **Raw reward** per rollout, mean over the task's dimensions: the reward model's P(Yes | rollout,
    base rollout, q_e) against the base's rollout of the condition (``pairwise``; the reference
-   rollouts, cacheable), or the training-free logit-expected 0-5 score (``score``).
+   rollouts, cacheable), the training-free logit-expected 0-5 score (``score``), or in the synthetic
+   world the oracle's normalised score (``oracle``: the skyline with a perfect judge).
 3. **Optimality** (their Eq. 7): ``r = 1/2 + 1/2 clip((raw - mean_group) / Z, -1, 1)`` with Z the
    std of the step's raw rewards (``global``) or of the group (``group``).
 4. **Low-std group filtering**: a group whose raw mean exceeds tau_mu while its std is below
@@ -34,7 +35,7 @@ from onereward.policy.conditions import STREAM_NFT, STREAM_NOISE, Condition, Con
 from onereward.policy.config import PolicyConfig
 from onereward.policy.references import ReferenceCache
 from onereward.policy.refl import StepStats, step_rng
-from onereward.policy.rewards import LogitScore, PairwiseReward
+from onereward.policy.rewards import LogitScore, OracleReward, PairwiseReward
 from onereward.policy.rollouts import Rollouts, quantise
 
 
@@ -95,7 +96,7 @@ class Nft:
         accelerator: Any,
         *,
         references: ReferenceCache | None = None,
-        score: LogitScore | None = None,
+        score: LogitScore | OracleReward | None = None,
     ) -> None:
         self.cfg = cfg
         self.conditions = conditions
@@ -129,7 +130,7 @@ class Nft:
         """Raw reward of each rollout per dimension of the task, in ``cond.dimensions`` order [G, D],
         and its mean over the dimensions weighted by ``dimension_weights`` [G]."""
         conds = [cond] * images.shape[0]
-        if self.cfg.nft_reward == "score":
+        if self.cfg.nft_reward in ("score", "oracle"):
             assert self.score is not None
             values, comps = self.score.score(images, conds)
         else:

@@ -5,6 +5,10 @@
 - :class:`LogitScore`: UniWorld-V2's training-free score: the VLM is asked to rate the edit from 0
   to 5, and the score is the expectation over the six digit tokens' probabilities at the answer
   position, normalised to [0, 1] (their Eq. 10-11).
+- :class:`OracleReward`: the synthetic world's oracle, per dimension, normalised per (item,
+  dimension) between noise and the target. No model judges: it is the skyline of what RL reaches
+  with a perfect judge (``nft_reward: oracle``), which separates the reward model's limits from the
+  generator's and the algorithm's. Synthetic world only (every condition needs its target).
 - :func:`load_reward_model`: reads a ``reward_model`` artifact and applies the accuracy gate to
   the task x dimension cells the run needs (the error carries the figures).
 """
@@ -209,3 +213,43 @@ class LogitScore:
             weights = torch.arange(len(SCORE_TOKENS), dtype=probs.dtype, device=probs.device)
             out.append((probs * weights).sum(-1) / (len(SCORE_TOKENS) - 1))
         return torch.cat(out).to(images.device), comps
+
+
+class OracleReward:
+    """Normalised oracle score of each result per dimension of its condition's task (no grad).
+
+    The anchors of an item (its noise floor and target score) are computed once and kept."""
+
+    def __init__(self) -> None:
+        self._anchors: dict[str, object] = {}
+
+    @staticmethod
+    def check(conds: Sequence[Condition], what: str = "nft_reward") -> None:
+        """InputError unless every condition carries its synthetic-world target."""
+        from onereward.errors import InputError
+
+        missing = [c.item_id for c in conds if c.target is None]
+        if missing:
+            raise InputError(
+                f"{what}: 'oracle' needs the synthetic world's target of every training item; "
+                f"{len(missing)} have none (first: {missing[0]!r}); use 'pairwise' or 'score' on other data"
+            )
+
+    def score(self, images: torch.Tensor, conds: Sequence[Condition]) -> tuple[torch.Tensor, Comparisons]:
+        """Normalised oracle score for every (condition, dimension): images [B, 3, H, W] in [0, 1]."""
+        from onereward.synth import baselines, oracle
+
+        comps = Comparisons.of(conds)
+        arrays = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out: list[float] = []
+        for i, c in enumerate(conds):
+            if c.item_id not in self._anchors:
+                self.check([c])
+                self._anchors[c.item_id] = baselines.anchors(
+                    c.task, c.source, c.mask, c.prompt, c.target, item_id=c.item_id
+                )
+            norm = self._anchors[c.item_id].normalise(
+                oracle.score_all(c.task, c.source, c.mask, c.prompt, arrays[i])
+            )
+            out.extend(float(norm[d]) for d in c.dimensions)
+        return torch.tensor(out, dtype=torch.float32, device=images.device), comps

@@ -107,6 +107,10 @@ def run(
         grid=vae_grid(model_dir),
         resolution=prof.image_size,
     )
+    if cfg.algorithm == "nft" and cfg.nft_reward == "oracle":
+        from onereward.policy.rewards import OracleReward
+
+        OracleReward.check(conditions.all_train(), what="policy.nft_reward (--nft-reward)")
     # 3. The reward model: its kind, and the gate on the cells this run asks about.
     from onereward.models.flux_fill import torch_dtype
     from onereward.policy.rewards import load_reward_model
@@ -216,7 +220,7 @@ def _build(prof, cfg: PolicyConfig, model_dir: str, device, accelerator, conditi
     from onereward.policy.model import PolicyModel
     from onereward.policy.nft import Nft
     from onereward.policy.refl import Refl
-    from onereward.policy.rewards import LogitScore, PairwiseReward
+    from onereward.policy.rewards import LogitScore, OracleReward, PairwiseReward
     from onereward.policy.rollouts import Rollouts
 
     pipe = flux_fill.load(model_dir, dtype=cfg.dtype, device=str(device))
@@ -240,7 +244,10 @@ def _build(prof, cfg: PolicyConfig, model_dir: str, device, accelerator, conditi
     )
     reward = PairwiseReward(scorer, orders=cfg.reward_orders)
     if cfg.algorithm == "nft":
-        score = LogitScore(scorer) if cfg.nft_reward == "score" else None
+        score = (
+            LogitScore(scorer) if cfg.nft_reward == "score"
+            else OracleReward() if cfg.nft_reward == "oracle" else None
+        )  # fmt: skip
         algorithm = Nft(cfg, conditions, rollouts, reward, accelerator, references=cache, score=score)
     else:
         algorithm = Refl(cfg, conditions, rollouts, reward, accelerator, references=cache)
