@@ -52,6 +52,7 @@ def train_policy(
     nft_tau_sigma: float = -1.0,
     nft_reward: str = "pairwise",
     nft_dimension_norm: str = "",
+    nft_constraint_rate: float = -1.0,
     task_probabilities: str = "image_fill=0.5,image_extend=0.25,object_removal=0.25",  # a literal: KFP runs the source
     dimension_weights: str = "",
     probe_items: int = -1,

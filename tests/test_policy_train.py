@@ -73,6 +73,14 @@ def _run(world, out: Path, **settings):
             r"policy.dimension_weights .*expected 'dimension=w,...' with dimensions from text_alignment",
         ),
         ({"dimension_weights": "text_alignment=-1"}, r"expected one finite weight >= 0 per dimension"),
+        (
+            {"nft_constraint_rate": -1.0},
+            r"policy.nft_constraint_rate .*expected a finite number >= 0, got -1.0",
+        ),
+        (
+            {"nft_constraint_rate": 1.0, "nft_reward": "score"},
+            r"policy.nft_constraint_rate .*expected 0 with nft_reward 'score'",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_config_errors(settings, message) -> None:
@@ -506,6 +514,65 @@ def test_nft_with_the_oracle_reward_steps_on_oracle_values(world) -> None:
     stats = nft.step(0)
     assert stats.n_samples > 0 and _grads(model)
     assert {c.split("/")[0] for c in stats.cells} <= set(conds.tasks) and stats.cells
+
+
+def test_nft_dual_ascent_raises_the_weight_of_a_dimension_that_loses_to_the_base(world) -> None:
+    """nft_constraint_rate: after a real step, mu of each task x dimension is max(0, -eta (mean
+    P(Yes) - 1/2)) over the step's rollouts (groups of equal size); the next step weighs each
+    dimension w (1 + mu) in the mean; a later step that wins the dimension brings mu back to 0."""
+    torch.set_num_threads(1)
+    eta = 2.0
+    cfg, conds, nft, model, _ = _pieces(
+        world, algorithm="nft", batch_size=3, nft_constraint_rate=eta, nft_tau_mu=1.0
+    )
+    stats = nft.step(0)
+    assert stats.cells
+    for cell, values in stats.cells.items():
+        expected = max(0.0, -eta * (float(np.mean(values)) - 0.5))
+        assert nft.duals[cell] == pytest.approx(expected, abs=1e-5), cell
+        assert stats.extra[f"dual/{cell}"] == nft.duals[cell]
+    # The weights of the next step, and the pooled reward they give.
+    nft.duals = {"image_fill/text_alignment": 3.0, "image_fill/consistency": 0.0}
+    fill = next(c for c in conds.all_train() if c.task == "image_fill")
+    weights = nft.weights_for("image_fill")
+    assert weights["text_alignment"] == 4.0 and weights["consistency"] == 1.0
+    assert nft.weights_for("image_extend")["text_alignment"] == 1.0
+    values = torch.tensor([[0.9, 0.1, 0.5, 0.5]])  # one rollout, the fill dimensions in order
+    w = torch.tensor([weights[d] for d in fill.dimensions])
+    from onereward.policy.rewards import Comparisons
+
+    pooled = Comparisons.of([fill]).per_condition_mean(values.flatten(), 1, weights)
+    assert float(pooled) == pytest.approx(float((values[0] * w).sum() / w.sum()))
+    # A step whose mean margin is +0.4 on a cell takes eta * 0.4 off its mu, down to 0.
+    nft.update_duals([("image_fill/text_alignment", 0.4, 2), ("image_fill/consistency", -0.3, 1)])
+    assert nft.duals["image_fill/text_alignment"] == pytest.approx(3.0 - eta * 0.2)
+    assert nft.duals["image_fill/consistency"] == pytest.approx(eta * 0.3)
+    nft.update_duals([("image_fill/consistency", 1.0, 1)])
+    assert nft.duals["image_fill/consistency"] == 0.0
+    # The state a checkpoint keeps.
+    state = nft.state_dict()
+    nft.load_state_dict({})
+    assert nft.duals == {}
+    nft.load_state_dict(state)
+    assert nft.duals["image_fill/text_alignment"] == pytest.approx(2.6)
+
+
+def test_nft_dual_variables_are_kept_in_each_checkpoint(world, tmp_path) -> None:
+    import json
+
+    ckpt = tmp_path / "ckpt"
+    _run(
+        world, tmp_path / "p", algorithm="nft", nft_constraint_rate=5.0, nft_tau_mu=1.0,
+        checkpoint_every=1, keep_checkpoints=3, checkpoint_dir=str(ckpt), keep_checkpoint_dir=True,
+        log_every=1,
+    )  # fmt: skip
+    states = sorted(ckpt.glob("step-*/state.json"))
+    assert states
+    state = json.loads(states[0].read_text())
+    duals = state["algorithm"]["duals"]
+    assert duals and all(v >= 0 for v in duals.values())
+    logged = {k[len("dual/") :]: v for k, v in state["history"][0].items() if k.startswith("dual/")}
+    assert logged == pytest.approx(duals)
 
 
 # ---- whole runs -----------------------------------------------------------------------------------

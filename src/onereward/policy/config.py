@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -101,6 +102,14 @@ class PolicyConfig(Config):
     )
     nft_norm: Literal["global", "group"] = setting(
         "global", "NFT normaliser Z of Eq. 7: std of the step's raw rewards (global) or of each group."
+    )
+    nft_constraint_rate: float = setting(
+        0.0,
+        "NFT: step size eta of a dual ascent that keeps every task x dimension no worse than the base:"
+        " each step mu_e <- max(0, mu_e - eta * margin_e), margin_e = the step's mean reward of dimension"
+        " e minus the base's (P(Yes) - 0.5 pairwise; oracle score - the base rollout's with the oracle),"
+        " and dimension e weighs w_e (1 + mu_e). 0 = off.",
+        profile=True,
     )
     nft_dimension_norm: Literal["pooled", "separate"] = setting(
         "pooled",
@@ -202,6 +211,14 @@ class PolicyConfig(Config):
         self.require(self.nft_kl_weight >= 0, "nft_kl_weight", "expected a number >= 0")
         self.require(0.0 <= self.nft_tau_mu <= 1.0, "nft_tau_mu", "expected a reward level in [0, 1]")
         self.require(self.nft_tau_sigma >= 0, "nft_tau_sigma", "expected a number >= 0")
+        self.require(
+            math.isfinite(self.nft_constraint_rate) and self.nft_constraint_rate >= 0,
+            "nft_constraint_rate", "expected a finite number >= 0",
+        )  # fmt: skip
+        self.require(
+            self.nft_constraint_rate == 0 or self.nft_reward != "score", "nft_constraint_rate",
+            "expected 0 with nft_reward 'score' (the 0-5 score has no base to be held against)",
+        )  # fmt: skip
         self.require(self.probe_items >= 1, "probe_items", "expected an integer >= 1")
         self.require(self.oracle_margin >= 0, "oracle_margin", "expected a number >= 0")
         self.require(self.probe_seeds >= 1, "probe_seeds", "expected an integer >= 1")

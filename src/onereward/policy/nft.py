@@ -11,6 +11,11 @@ One iteration (:meth:`Nft.step`) over ``batch_size`` groups:
    world the oracle's normalised score (``oracle``: the skyline with a perfect judge).
 3. **Optimality** (their Eq. 7): ``r = 1/2 + 1/2 clip((raw - mean_group) / Z, -1, 1)`` with Z the
    std of the step's raw rewards (``global``) or of the group (``group``).
+   With ``nft_constraint_rate`` eta > 0, a dual ascent keeps every task x dimension no worse than
+   the base: each dimension weighs ``w_e (1 + mu_e)`` in the mean, and after the step's rewards
+   ``mu_e <- max(0, mu_e - eta * margin_e)``, margin_e being the step's mean reward of that task x
+   dimension minus the base's (P(Yes) - 1/2 pairwise; the oracle score minus the base rollout's with
+   the oracle). A dimension the others are paying for gains weight until it stops losing.
 4. **Low-std group filtering**: a group whose raw mean exceeds tau_mu while its std is below
    tau_sigma carries noise, not a quality gap, and is dropped.
 5. **Loss** (their Eq. 4-6) on the kept rollouts' clean latents x0: noise them to a shifted
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from onereward import tasks
 from onereward.policy.conditions import STREAM_NFT, STREAM_NOISE, Condition, ConditionSet
 from onereward.policy.config import PolicyConfig
 from onereward.policy.references import ReferenceCache
@@ -106,6 +112,14 @@ class Nft:
         self.accelerator = accelerator
         self.references = references
         self.reference_seconds = 0.0  # this step's time on base rollouts (the part a cache saves)
+        self.duals: dict[str, float] = {}  # "task/dimension" -> mu >= 0 (nft_constraint_rate)
+
+    # ---- resumable state (the trainer keeps it in each checkpoint) --------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"duals": dict(sorted(self.duals.items()))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.duals = {str(k): float(v) for k, v in state.get("duals", {}).items()}
 
     # ---- rewards -----------------------------------------------------------------------------
     def base_image(self, cond: Condition, seed: int) -> torch.Tensor:
@@ -139,12 +153,43 @@ class Nft:
         values = values.float()
         # Comparisons run condition-major, dimensions inner
         assert comps.dimensions[: len(cond.dimensions)] == list(cond.dimensions)
-        pooled = comps.per_condition_mean(values, len(conds), self.cfg.weights())
+        pooled = comps.per_condition_mean(values, len(conds), self.weights_for(cond.task))
         return values.reshape(len(conds), len(cond.dimensions)), pooled
 
+    def weights_for(self, task: str) -> dict[str, float]:
+        """{dimension: weight} of ``task``: ``dimension_weights`` times (1 + mu) of the dual ascent."""
+        w = self.cfg.weights()
+        if not self.duals:
+            return w
+        return {d: w.get(d, 1.0) * (1.0 + self.duals.get(f"{task}/{d}", 0.0)) for d in tasks.DIMENSIONS}
+
     def dimension_weights(self, cond: Condition) -> torch.Tensor:
-        """``dimension_weights`` of the task's dimensions: [D]."""
-        return torch.tensor([self.cfg.dimension_weight(d) for d in cond.dimensions], dtype=torch.float32)
+        """The weights of the task's dimensions (:meth:`weights_for`): [D]."""
+        w = self.weights_for(cond.task)
+        return torch.tensor([w.get(d, 1.0) for d in cond.dimensions], dtype=torch.float32)
+
+    def margins(self, cond: Condition, values: torch.Tensor, base_seed: int) -> torch.Tensor:
+        """Mean reward of a group per dimension minus the base's: [D] (for the dual ascent)."""
+        if self.cfg.nft_reward == "oracle":
+            assert self.score is not None
+            base, _ = self.score.score(self.base_image(cond, base_seed), [cond])
+            return values.mean(0) - base.float().cpu()
+        return values.mean(0) - 0.5  # P(Yes | rollout, base): 1/2 is "as good as the base"
+
+    def update_duals(self, local: list[tuple[str, float, int]]) -> None:
+        """mu_e <- max(0, mu_e - eta * mean margin_e) over every rank's groups; ``local``: this
+        rank's (cell, sum of group margins, groups)."""
+        from accelerate.utils import gather_object
+
+        sums: dict[str, list[float]] = {}
+        for cell, total, n in gather_object(local):
+            acc = sums.setdefault(cell, [0.0, 0])
+            acc[0] += total
+            acc[1] += n
+        eta = self.cfg.nft_constraint_rate
+        for cell in sorted(sums):
+            total, n = sums[cell]
+            self.duals[cell] = max(0.0, self.duals.get(cell, 0.0) - eta * total / n)
 
     # ---- one iteration -------------------------------------------------------------------------
     def step(self, step: int, rank: int = 0, world: int = 1) -> StepStats:
@@ -199,6 +244,14 @@ class Nft:
             }
         )
         stats.p_yes = stats.extra["reward_raw"]
+        if cfg.nft_constraint_rate > 0:  # after this step's optimality: it used the duals so far
+            local_margins = []
+            for g in mine:
+                margin = self.margins(conds[g], per_dim[g], base_seeds[g]).tolist()
+                for d, m in zip(conds[g].dimensions, margin, strict=True):
+                    local_margins.append((f"{conds[g].task}/{d}", float(m), 1))
+            self.update_duals(local_margins)
+            stats.extra.update({f"dual/{cell}": mu for cell, mu in self.duals.items()})
         for g in mine:
             for j, d in enumerate(conds[g].dimensions):
                 stats.cells.setdefault(f"{conds[g].task}/{d}", []).extend(per_dim[g][:, j].tolist())

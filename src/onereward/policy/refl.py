@@ -83,6 +83,13 @@ class Refl:
         self.references = references if cfg.algorithm == "refl" else None
         self.reference_weights = "base" if cfg.algorithm == "refl" else "ema"
 
+    def state_dict(self) -> dict[str, Any]:
+        """State beyond the weights and RNGs that a resume needs: none (every draw is seeded by step)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def draws(self, step: int) -> tuple[list[Condition], list[int], list[int], int]:
         """The step's conditions, reference seeds, policy seeds and grad-step index t."""
         cfg = self.cfg

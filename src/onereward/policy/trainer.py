@@ -9,9 +9,9 @@ with ``ema_decay``; NFT's ``old`` with ``nft_old_decay``).
 with DDP; rank 0 evaluates, logs and writes), runs autocast for mixed precision and saves the
 optimiser, scheduler, grad scaler and RNG states; a save hook replaces its model weights with only
 what is trained (LoRA adapters ``policy``/``ema``/``old``, or the full transformer and its copies).
-A checkpoint ``step-N/`` is complete once its ``state.json`` (step, history, evaluations, run
-fingerprint) is written; a rerun resumes from the newest complete one and repeats the
-uninterrupted run exactly (every random draw is a function of (seed, step)).
+A checkpoint ``step-N/`` is complete once its ``state.json`` (step, history, evaluations, the
+algorithm's own state such as NFT's dual variables, run fingerprint) is written; a rerun resumes
+from the newest complete one and repeats the uninterrupted run exactly (every random draw is a function of (seed, step)).
 
 Every ``eval_every`` steps (and at the end, for ``policy`` and ``ema``) the :class:`Monitor`
 evaluates the probe set; TensorBoard scalars go to ``<checkpoint_dir>/tensorboard``.
@@ -155,6 +155,7 @@ class Trainer:
                     "history": history,
                     "evals": evals,
                     "flags": flags,
+                    "algorithm": self.algorithm.state_dict(),  # NFT's dual variables
                 },
             )
             complete = sorted(
@@ -177,6 +178,7 @@ class Trainer:
                 "checkpoint_dir or resume=False"
             )
         self.accelerator.load_state(str(ckpt))
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
         for partial in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"):  # killed while writing
             if not (partial / STATE_FILE).is_file():
                 shutil.rmtree(partial, ignore_errors=True)
