@@ -573,6 +573,12 @@ def test_nft_dual_variables_are_kept_in_each_checkpoint(world, tmp_path) -> None
     assert duals and all(v >= 0 for v in duals.values())
     logged = {k[len("dual/") :]: v for k, v in state["history"][0].items() if k.startswith("dual/")}
     assert logged == pytest.approx(duals)
+    # metrics.json: the duals of the last logged step (curves.json's last entry)
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    tail = json.loads((tmp_path / "p" / "curves.json").read_text())["history"][-1]
+    assert tail["step"] == 2
+    assert metrics["duals_last"] == {k[len("dual/") :]: v for k, v in tail.items() if k.startswith("dual/")}
+    assert metrics["duals_last"]
 
 
 # ---- whole runs -----------------------------------------------------------------------------------

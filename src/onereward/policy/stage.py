@@ -339,6 +339,9 @@ def _metrics(cfg, result: TrainResult, monitor: Monitor, gate_result, cache, con
                 "grad_norm_last": tail["grad_norm"],
             }
         )
+        duals = {k[len("dual/") :]: v for k, v in tail.items() if k.startswith("dual/")}
+        if duals:  # nft_constraint_rate: the dual variables at the last step
+            metrics["duals_last"] = duals
     if synthetic and result.final_outputs is not None:
         metrics["oracle_win_rate"] = monitor.win_rates(result.final_outputs)
     return metrics
