@@ -50,18 +50,25 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     return text
 
 
-def write_results(name: str, data: dict[str, Any]) -> Path:
-    """Write ``data`` (plus machine info and a timestamp) to ``<RESULTS_DIR>/<name>.json``."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_results(name: str, data: dict[str, Any], also_to: Path | None = None) -> Path:
+    """Write ``data`` (plus machine info and a timestamp) to ``<RESULTS_DIR>/<name>.json``, and to
+    ``also_to/<name>.json`` when given (a bench's own workdir: two benches of one name running side
+    by side each keep theirs there; the shared file holds the one that finished last)."""
     payload = {
         "benchmark": name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
     }
     payload.update(data)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    print(f"results: {path}", flush=True)
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    path = RESULTS_DIR / f"{name}.json"
+    for folder in (RESULTS_DIR, also_to):
+        if folder is None:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.json"
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+        print(f"results: {target}", flush=True)
     return path

@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_results("policy_gpu" if args.gpu_only else "policy_gpu_smoke", result)
         return result
     result = tiny(args)
-    write_results("policy", result)
+    write_results("policy", result, also_to=Path(args.workdir) if args.workdir else None)
     return result
 
 
