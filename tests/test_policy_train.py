@@ -514,6 +514,11 @@ def test_nft_with_the_oracle_reward_steps_on_oracle_values(world) -> None:
     stats = nft.step(0)
     assert stats.n_samples > 0 and _grads(model)
     assert {c.split("/")[0] for c in stats.cells} <= set(conds.tasks) and stats.cells
+    # The dual ascent's margin with the oracle: the group's mean score minus the base rollout's.
+    nft.cfg = PolicyConfig.resolve(cfg, {"nft_constraint_rate": 1.0})
+    base, _ = nft.score.score(nft.base_image(cond, 7), [cond])
+    margin = nft.margins(cond, per_dim, base_seed=7)
+    assert margin.tolist() == pytest.approx((per_dim.mean(0) - base).tolist(), abs=1e-6)
 
 
 def test_nft_dual_ascent_raises_the_weight_of_a_dimension_that_loses_to_the_base(world) -> None:

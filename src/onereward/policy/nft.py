@@ -252,6 +252,7 @@ class Nft:
                     local_margins.append((f"{conds[g].task}/{d}", float(m), 1))
             self.update_duals(local_margins)
             stats.extra.update({f"dual/{cell}": mu for cell, mu in self.duals.items()})
+            stats.reference_seconds = self.reference_seconds  # with the oracle: its base rollouts
         for g in mine:
             for j, d in enumerate(conds[g].dimensions):
                 stats.cells.setdefault(f"{conds[g].task}/{d}", []).extend(per_dim[g][:, j].tolist())

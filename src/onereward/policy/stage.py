@@ -196,7 +196,10 @@ def _references(
         c.reference_seeds = reference_seeds(prof, cfg, c.item_id, c.effective_prompt)
     if not references:
         return None
-    uses_base = cfg.algorithm == "refl" or (cfg.algorithm == "nft" and cfg.nft_reward == "pairwise")
+    uses_base = cfg.algorithm == "refl" or (
+        cfg.algorithm == "nft"
+        and (cfg.nft_reward == "pairwise" or (cfg.nft_reward == "oracle" and cfg.nft_constraint_rate > 0))
+    )  # the oracle's dual ascent compares with the base's rollouts
     if not uses_base:
         log.warning("references: unused (%s compares against no frozen-base rollout)", cfg.algorithm)
         return None
