@@ -11,7 +11,8 @@ optimiser, scheduler, grad scaler and RNG states; a save hook replaces its model
 what is trained (LoRA adapters ``policy``/``ema``/``old``, or the full transformer and its copies).
 A checkpoint ``step-N/`` is complete once its ``state.json`` (step, history, evaluations, the
 algorithm's own state such as NFT's dual variables, run fingerprint) is written; a rerun resumes
-from the newest complete one and repeats the uninterrupted run exactly (every random draw is a function of (seed, step)).
+from the newest complete one and repeats the uninterrupted run exactly (every random draw is a
+function of (seed, step)).
 
 Every ``eval_every`` steps (and at the end, for ``policy`` and ``ema``) the :class:`Monitor`
 evaluates the probe set; TensorBoard scalars go to ``<checkpoint_dir>/tensorboard``.
