@@ -213,7 +213,7 @@ def test_dimension_weights_weight_each_samples_mean_over_dimensions(world) -> No
     cfg, conds, refl, model, _ = _pieces(
         world, batch_size=4, micro_batch_size=4, dimension_weights="text_alignment=3, consistency=0"
     )
-    assert cfg.weights() == weights and cfg.dimension_weight("aesthetics") == 1.0
+    assert cfg.weights() == weights  # dimensions not named (aesthetics...) weigh 1 in the step below
     stats = refl.step(0)
     samples, ref_seeds, pol_seeds, t = refl.draws(0)
     with torch.no_grad():

@@ -278,9 +278,6 @@ class PolicyConfig(Config):
             self.fail("dimension_weights", "expected at least one dimension with w > 0")
         return out
 
-    def dimension_weight(self, dimension: str) -> float:
-        return self.weights().get(dimension, 1.0)
-
     @property
     def eval_interval(self) -> int:
         return self.eval_every or max(1, self.max_steps // 4)

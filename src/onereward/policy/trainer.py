@@ -260,7 +260,9 @@ class Trainer:
                 entry = self._log_entry(done, window, step_times)
                 history.append(entry)
                 window = []
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", p_yes=f"{entry['p_yes']:.3f}")
+                # NFT's raw reward is a 0-5 score or the oracle's unless it is P(Yes) against the base.
+                label = "p_yes" if cfg.algorithm != "nft" or cfg.nft_reward == "pairwise" else cfg.nft_reward
+                bar.set_postfix({"loss": f"{entry['loss']:.3f}", label: f"{entry['p_yes']:.3f}"})
                 if writer is not None:
                     for key, value in entry.items():
                         if isinstance(value, (int, float)) and key != "step":
