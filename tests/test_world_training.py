@@ -18,6 +18,7 @@ from onereward.generate.config import GenerateConfig
 from onereward.generate.train import (
     GeneratorTrainConfig,
     TrainItem,
+    draw_u,
     sample_candidates,
     sample_holdout,
     synthetic_items,
@@ -183,6 +184,24 @@ def test_config_errors_name_the_field() -> None:
         GeneratorTrainConfig(vae_crop=12)
     with pytest.raises(InputError, match=r"train_generator\.family"):
         GeneratorTrainConfig(family="dalle")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"train_generator\.logit_std"):
+        GeneratorTrainConfig(timestep_sampling="logit_normal", logit_std=0.0)
+    with pytest.raises(InputError, match=r"train_generator\.timestep_sampling"):
+        GeneratorTrainConfig(timestep_sampling="cosine")  # type: ignore[arg-type]
+
+
+def test_timestep_sampling() -> None:
+    """Uniform draws cover (0, 1) evenly; logit-normal ones are sigmoid(N(m, s)): their logits have
+    that mean and std, so mid noise levels are drawn more often than the ends."""
+    n = 20000
+    uniform = draw_u(n, GeneratorTrainConfig(), torch.Generator().manual_seed(0))
+    assert float(uniform.min()) >= 0.0 and float(uniform.max()) < 1.0
+    assert abs(float((uniform < 0.1).float().mean()) - 0.1) < 0.01
+    cfg = GeneratorTrainConfig(timestep_sampling="logit_normal", logit_mean=0.5, logit_std=0.8)
+    u = draw_u(n, cfg, torch.Generator().manual_seed(0))
+    logits = torch.log(u / (1 - u))
+    assert abs(float(logits.mean()) - 0.5) < 0.03 and abs(float(logits.std()) - 0.8) < 0.03
+    assert float(((u < 0.1) | (u > 0.9)).float().mean()) < 0.1  # uniform: 0.2
 
 
 def test_shipped_weights_are_small_verified_safetensors(tmp_path: Path) -> None:

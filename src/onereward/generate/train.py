@@ -100,6 +100,13 @@ class GeneratorTrainConfig(Config):
         0.1, "Probability that an item's prompt is replaced by the empty prompt."
     )
     outside_mask_weight: float = setting(0.2, "Loss weight of latent tokens with no masked pixel.")
+    timestep_sampling: Literal["uniform", "logit_normal"] = setting(
+        "uniform",
+        "FLUX: how the noise level u is drawn before the time shift: uniform, or logit-normal "
+        "(sigmoid of N(logit_mean, logit_std), SD3's choice: more steps at mid noise).",
+    )
+    logit_mean: float = setting(0.0, "Mean of the logit-normal timestep sampling.")
+    logit_std: float = setting(1.0, "Std of the logit-normal timestep sampling.")
     guidance: float = setting(
         1.0, "FLUX distilled-guidance input during training (the profile samples with 1)."
     )
@@ -125,8 +132,9 @@ class GeneratorTrainConfig(Config):
             "vae_crop",
             f"expected a multiple of 8 in [8, image_size={self.image_size}]",
         )
-        for name in ("vae_learning_rate", "learning_rate"):
+        for name in ("vae_learning_rate", "learning_rate", "logit_std"):
             self.require(getattr(self, name) > 0, name, "expected a number > 0")
+        self.require(math.isfinite(self.logit_mean), "logit_mean", "expected a finite number")
         for name in ("vae_kl_weight", "vae_edge_weight", "vae_latent_noise", "weight_decay", "guidance"):
             self.require(getattr(self, name) >= 0, name, "expected a number >= 0")
         for name in ("text_fraction", "vae_focus", "uncond_probability", "outside_mask_weight"):
@@ -239,6 +247,14 @@ def flux_shift_mu(scheduler_config: Any, image_seq_len: int) -> float:
         cfg.get("base_shift", 0.5),
         cfg.get("max_shift", 1.15),
     )
+
+
+def draw_u(n: int, cfg: GeneratorTrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """``n`` noise levels in (0, 1) before the time shift: uniform, or logit-normal
+    (``sigmoid(N(logit_mean, logit_std))``, Esser et al. 2024, section 3.1)."""
+    if cfg.timestep_sampling == "logit_normal":
+        return torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(n, generator=gen))
+    return torch.rand(n, generator=gen)
 
 
 def shifted_sigmas(u: torch.Tensor, mu: float) -> torch.Tensor:
@@ -540,7 +556,7 @@ class FluxObjective:
         prompt = d.prompt_ids[index].clone()
         drop = torch.rand(b, generator=gen) < cfg.uncond_probability
         prompt[drop] = self.uncond
-        sigma = shifted_sigmas(torch.rand(b, generator=gen), self.mu)
+        sigma = shifted_sigmas(draw_u(b, cfg, gen), self.mu)
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma.view(-1, 1, 1)
         x_t = (1.0 - s) * x0 + s * noise
