@@ -50,10 +50,14 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     return text
 
 
-def write_results(name: str, data: dict[str, Any], also_to: Path | None = None) -> Path:
+def write_results(
+    name: str, data: dict[str, Any], also_to: Path | None = None, *, shared: bool = True
+) -> Path:
     """Write ``data`` (plus machine info and a timestamp) to ``<RESULTS_DIR>/<name>.json``, and to
     ``also_to/<name>.json`` when given (a bench's own workdir: two benches of one name running side
-    by side each keep theirs there; the shared file holds the one that finished last)."""
+    by side each keep theirs there; the shared file holds the one that finished last). ``shared``
+    False: only ``also_to`` (figures of something that is not the package's own, e.g. weights not
+    installed). Returns the first path written."""
     payload = {
         "benchmark": name,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -61,10 +65,11 @@ def write_results(name: str, data: dict[str, Any], also_to: Path | None = None) 
     }
     payload.update(data)
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    path = RESULTS_DIR / f"{name}.json"
-    for folder in (RESULTS_DIR, also_to):
-        if folder is None:
-            continue
+    folders = [f for f in (RESULTS_DIR if shared else None, also_to) if f is not None]
+    if not folders:
+        raise ValueError("write_results: nowhere to write (shared=False and no also_to)")
+    path = folders[0] / f"{name}.json"
+    for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{name}.json"
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")

@@ -1,6 +1,9 @@
 """The embedded world learns: normalised oracle scores of the trained tiny generators and baselines.
 
-Usage: ``python benchmarks/bench_world.py [--items 200] [--families flux_fill,sd_inpaint]``.
+Usage: ``python benchmarks/bench_world.py [--items 200] [--families flux_fill,sd_inpaint]
+[--weights OUT/weights]``. ``--weights`` judges weights that ``onereward zoo train --out OUT``
+exported, before ``--install`` (default: the shipped ones); its results are then written into
+that folder instead of ``benchmarks/results``.
 
 On held-out synthetic items (the world's default task mix, a seed no training run uses) every
 (item, dimension) is scored by the oracle and normalised as ``(r - floor) / (target - floor)``
@@ -78,6 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--demo", default=None, help="a demo run's output folder (its reward model's accuracy)"
     )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights root to sample (<family>/ folders, as `onereward zoo train --out OUT` exports into "
+        "OUT/weights; default: the shipped weights)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         for family in families:
             module = flux_fill if family == "flux_fill" else sd_inpaint
             folder = Path(tmp) / family
-            index = module.build_trained(folder)
+            index = module.build_trained(folder, weights_root=args.weights)
             records[family] = {
                 "recipe": index["recipe"],
                 "summary": index["summary"],
@@ -286,8 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
             "timings": timings,
             "reward_model_accuracy_on_generated_pairs": reward_accuracy_on_generated_pairs(args.demo),
             "peak_rss_mb": round(peak_rss_mb(), 1),
-            "weights": {f: trained.read_index(f).get("files") for f in families},
+            "weights": {f: trained.read_index(f, args.weights).get("files") for f in families},
+            "weights_root": args.weights or "shipped",
         },
+        also_to=Path(args.weights) if args.weights else None,
+        shared=args.weights is None,  # another set of weights than the package's: only beside them
     )
     return results
 
