@@ -47,8 +47,8 @@ FLUX_SIZE = flux_fill.TinySize(
     heads=2,
     head_dim=32,
     axes_dims_rope=(8, 12, 12),
-    num_layers=2,
-    num_single_layers=2,
+    num_layers=3,  # 3+3 blocks: background dimensions +0.1 over 2+2 (README, "Generator recipe, tried")
+    num_single_layers=3,
 )
 SD_SIZE = sd_inpaint.TinySize(
     # StableDiffusionInpaintPipeline only takes 4 latent channels (a 9-channel UNet): SD gets its
@@ -95,6 +95,7 @@ RECIPES: dict[str, tuple[Any, GeneratorTrainConfig]] = {
             steps=9000,
             learning_rate=2e-3,
             outside_mask_weight=0.1,
+            timestep_sampling="logit_normal",
             eval_cfg=3.0,
         ),
     ),
