@@ -77,6 +77,7 @@ def _run(world, out: Path, **settings):
             {"nft_constraint_rate": -1.0},
             r"policy.nft_constraint_rate .*expected a finite number >= 0, got -1.0",
         ),
+        ({"refl_kl_weight": -0.5}, r"policy.refl_kl_weight .*expected a finite number >= 0, got -0.5"),
         (
             {"nft_constraint_rate": 1.0, "nft_reward": "score"},
             r"policy.nft_constraint_rate .*expected 0 with nft_reward 'score'",
@@ -178,6 +179,46 @@ def test_refl_loss_is_eq5_and_only_the_policy_adapter_gets_gradients(world) -> N
     assert stats.loss == pytest.approx(float(np.mean(per_sample)), rel=1e-5)
     assert stats.n_comparisons == sum(len(c.dimensions) for c in samples)
     assert stats.above_lambda == pytest.approx(float((p >= 0.9).float().mean()))
+
+
+def test_refl_kl_anchor_adds_the_policys_drift_from_the_base(world) -> None:
+    """``refl_kl_weight`` w: each sample's loss is Eq. 5 plus w ||v_policy - v_base||^2 at the grad
+    step. The drift is 0 while the adapters are 0 and grows when the policy moves; with full
+    fine-tuning the base is a frozen copy."""
+    torch.set_num_threads(1)
+    cfg, conds, refl, model, _ = _pieces(world, batch_size=2, micro_batch_size=2, refl_kl_weight=2.0)
+    first = refl.step(0)
+    assert first.extra["kl"] == pytest.approx(0.0, abs=1e-12)  # LoRA B starts at 0: policy == base
+    with torch.no_grad():
+        for n, p in model.transformer.named_parameters():
+            if ".policy." in n and "lora_B" in n:
+                p.add_(0.05)
+    model.transformer.zero_grad(set_to_none=True)
+    stats = refl.step(0)
+    samples, ref_seeds, pol_seeds, t = refl.draws(0)
+    with torch.no_grad():
+        ref = refl.reference_images(samples, ref_seeds)
+        pol = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps, anchor=True)
+        plain = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps)
+        p, comps = refl.reward.p_yes(pol.images, ref, samples, grad=False)
+    assert plain.anchor is None and torch.equal(plain.images, pol.images)
+    eq5 = comps.per_condition_mean(torch.relu(cfg.reward_lambda - p.float()), len(samples)).mean()
+    assert stats.extra["kl"] == pytest.approx(float(pol.anchor.mean()), rel=1e-5) and stats.extra["kl"] > 1e-6
+    assert stats.loss == pytest.approx(float(eq5) + 2.0 * stats.extra["kl"], rel=1e-5)
+    # The anchor's gradient alone, followed a small step, brings the policy back towards the base.
+    model.transformer.zero_grad(set_to_none=True)
+    drift = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps, anchor=True).anchor
+    drift.mean().backward()
+    grads = _grads(model)
+    assert grads and all(".policy." in n for n in grads)
+    with torch.no_grad():
+        for n, p in model.transformer.named_parameters():
+            if n in grads:
+                p.sub_(10.0 * grads[n])
+        after = refl.rollouts.policy_x0(samples, pol_seeds, t, steps=cfg.rollout_steps, anchor=True).anchor
+    assert float(after.mean()) < 0.9 * float(drift.mean())
+    cfg_full, _, _, full, _ = _pieces(world, finetune="full", refl_kl_weight=1.0, algorithm="refl_dynamic")
+    assert set(full.copies) >= {"base", "ema"}
 
 
 def test_reward_in_both_orders_cancels_the_position_of_the_pair(world) -> None:

@@ -63,6 +63,12 @@ class PolicyConfig(Config):
         " judge's position bias, twice the reward compute).",
         profile=True,
     )
+    refl_kl_weight: float = setting(
+        0.0,
+        "ReFL: weight of ||v_policy - v_base||^2 at the grad step, added to Eq. 5's loss (an anchor to"
+        " the base against reward hacking, beyond the paper; 0 = the paper's loss).",
+        profile=True,
+    )
     reward_lambda: float = setting(
         0.8, "Reward upper bound lambda of Eq. 5: loss = mean_e max(0, lambda - P(Yes)), in (0, 1].",
         profile=True,
@@ -209,6 +215,10 @@ class PolicyConfig(Config):
         self.require(self.nft_beta > 0, "nft_beta", "expected a number > 0")
         self.require(0.0 <= self.nft_old_decay < 1.0, "nft_old_decay", "expected a decay in [0, 1)")
         self.require(self.nft_kl_weight >= 0, "nft_kl_weight", "expected a number >= 0")
+        self.require(
+            math.isfinite(self.refl_kl_weight) and self.refl_kl_weight >= 0,
+            "refl_kl_weight", "expected a finite number >= 0",
+        )  # fmt: skip
         self.require(0.0 <= self.nft_tau_mu <= 1.0, "nft_tau_mu", "expected a reward level in [0, 1]")
         self.require(self.nft_tau_sigma >= 0, "nft_tau_sigma", "expected a number >= 0")
         self.require(

@@ -11,7 +11,8 @@ One iteration (:meth:`Refl.step`), for a global batch of ``batch_size`` samples:
    the VAE decodes it with grad (:meth:`~onereward.policy.rollouts.Rollouts.policy_x0`);
 5. for each dimension e of the task: P(Yes | x_policy, x_ref, q_e) through the reward model's
    differentiable path; the sample's loss is mean_e max(0, lambda - P) (Eq. 5), weighted by
-   ``dimension_weights`` when set;
+   ``dimension_weights`` when set, plus ``refl_kl_weight`` ||v_policy - v_base||^2 at the grad step
+   when set (an anchor to the base beyond the paper; the base is the adapters disabled);
 6. the batch loss is the mean over samples; micro batches and ranks each backpropagate their share
    (gradient accumulation keeps the global batch whatever the number of devices).
 
@@ -134,12 +135,17 @@ class Refl:
             with sync:
                 with self.accelerator.autocast():
                     pol = self.rollouts.policy_x0(
-                        sub, [pol_seeds[i] for i in idx], t, steps=cfg.rollout_steps
-                    )
+                        sub, [pol_seeds[i] for i in idx], t, steps=cfg.rollout_steps,
+                        anchor=cfg.refl_kl_weight > 0,
+                    )  # fmt: skip
                     p, comps = self.reward.p_yes(pol.images, ref, sub, grad=True)
                 per_sample = comps.per_condition_mean(
                     torch.relu(cfg.reward_lambda - p.float()), len(sub), cfg.weights()
                 )
+                if pol.anchor is not None:
+                    drift = pol.anchor.detach().float().cpu()
+                    stats.extra["kl"] = stats.extra.get("kl", 0.0) + float(drift.sum())
+                    per_sample = per_sample + cfg.refl_kl_weight * pol.anchor.to(per_sample.device)
                 loss = per_sample.sum() / share
                 self.accelerator.backward(loss)
             stats.reference_seconds += t1 - t0
@@ -156,4 +162,6 @@ class Refl:
             stats.p_yes = float(ps.mean())
             stats.above_lambda = float((ps >= cfg.reward_lambda).float().mean())
             stats.loss /= max(1, stats.n_samples)
+            if "kl" in stats.extra:
+                stats.extra["kl"] /= max(1, stats.n_samples)
         return stats

@@ -55,6 +55,7 @@ class Rollout:
     raw: torch.Tensor  # [B, 3, H, W] in [0, 1], original size, the decoded image
     latents: torch.Tensor | None = None  # final packed latents (NFT trains on them)
     batch: FluxBatch | None = None
+    anchor: torch.Tensor | None = None  # [B] ||v_policy - v_base||^2 at the grad step (ReFL's KL anchor)
 
 
 class Rollouts:
@@ -143,13 +144,27 @@ class Rollouts:
                 sampler.transformer = self.model.transformer
         return Rollout(images, raw, batch.latents if keep_latents else None, batch if keep_latents else None)
 
-    def policy_x0(self, conds: list[Condition], seeds: list[int], t: int, *, steps: int) -> Rollout:
+    def policy_x0(
+        self, conds: list[Condition], seeds: list[int], t: int, *, steps: int, anchor: bool = False
+    ) -> Rollout:
         """ReFL's evaluate image: ``t`` steps without grad, one step with grad predicting x0, VAE
-        decode with grad, paste-back with grad."""
+        decode with grad, paste-back with grad.
+
+        ``anchor``: also the base's velocity at the same ``x_t`` (no grad) and, per sample, the mean
+        squared difference of the policy's from it (``Rollout.anchor``, with grad): the KL term of a
+        Gaussian step between policy and base, as NFT's ``nft_kl_weight`` uses it."""
         sampler = self.sampler
         with torch.no_grad():
             batch = sampler.prepare(self._items(conds), self.specs(conds, seeds, steps))
             sampler.denoise(batch, 0, t)
+            v_base = None
+            if anchor:
+                with self.model.use("base") as module:
+                    sampler.transformer = module
+                    try:
+                        v_base = sampler.velocity(batch, batch.latents, t).float()
+                    finally:
+                        sampler.transformer = self.model.transformer
         with self.model.use("policy", grad=True) as module:
             sampler.transformer = module
             try:
@@ -158,7 +173,10 @@ class Rollouts:
                 sampler.transformer = self.model.transformer
         x0 = predict_x0(batch.latents, velocity, batch.sigmas[:, t])
         images, raw = self.paste(sampler.decode(batch, x0), conds)
-        return Rollout(images, raw)
+        drift = None
+        if v_base is not None:
+            drift = ((velocity.float() - v_base) ** 2).mean(tuple(range(1, velocity.dim())))
+        return Rollout(images, raw, anchor=drift)
 
 
 def multistep_2(sampler: FluxFillSampler, batch: FluxBatch) -> torch.Tensor:

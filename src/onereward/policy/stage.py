@@ -230,7 +230,7 @@ def _build(prof, cfg: PolicyConfig, model_dir: str, device, accelerator, conditi
     for part in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         part.requires_grad_(False)
     needs_base_copy = cfg.finetune == "full" and (
-        (cfg.algorithm == "refl" and cache is None) or cfg.algorithm == "nft"
+        (cfg.algorithm == "refl" and cache is None) or cfg.algorithm == "nft" or cfg.refl_kl_weight > 0
     )  # the probe's base outputs are made before the first step and kept in the checkpoint dir
     model = PolicyModel(
         pipe.transformer, finetune=cfg.finetune, lora_rank=cfg.lora_rank, lora_targets=cfg.targets,
