@@ -37,7 +37,7 @@ def test_every_subcommand_is_registered() -> None:
     assert found >= EXPECTED, f"missing subcommands: {sorted(EXPECTED - found)}"
 
 
-@pytest.mark.parametrize("command", sorted(EXPECTED))
+@pytest.mark.parametrize("command", sorted(set(subcommands(build_parser())) | EXPECTED))
 def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*command.split(), "--help"])

@@ -239,7 +239,10 @@ def add_arguments(
             if f.metadata.get("profile") and profile_note
             else f"default: {f.default!r}"
         )
-        kwargs: dict[str, Any] = {"default": None, "dest": f.name, "help": f"{text} ({default})"}
+        # argparse %-formats help strings: a literal "95%" must reach it as "95%%"
+        kwargs: dict[str, Any] = {
+            "default": None, "dest": f.name, "help": f"{text} ({default})".replace("%", "%%"),
+        }  # fmt: skip
         choices = literal_choices(typ)
         if typ is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
