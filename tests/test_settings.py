@@ -186,7 +186,7 @@ def test_cli_flags_are_derived_from_the_config(command: str) -> None:
         assert f.name in flags, f"{command}: no flag for {f.name}"
         action = flags[f.name]
         assert action.default is None  # not given = the profile's value / the default
-        assert f.metadata["help"] in action.help
+        assert f.metadata["help"].replace("%", "%%") in action.help  # argparse turns %% back into %
         choices = literal_choices(cls.field_type(f.name))
         if choices:
             assert tuple(action.choices) == choices
