@@ -42,7 +42,7 @@ from onereward.policy.config import PolicyConfig
 from onereward.policy.references import ReferenceCache
 from onereward.policy.refl import StepStats, step_rng
 from onereward.policy.rewards import LogitScore, OracleReward, PairwiseReward
-from onereward.policy.rollouts import Rollouts, quantise
+from onereward.policy.rollouts import Rollouts, drift, quantise
 
 
 def optimality(raw: torch.Tensor, group: torch.Tensor, *, norm: str, global_std: float) -> torch.Tensor:
@@ -327,7 +327,6 @@ class Nft:
         """Per-sample DiffusionNFT loss of clean packed latents ``x0`` [n, N, 4C] of one condition."""
         cfg = self.cfg
         sampler = self.rollouts.sampler
-        model = self.rollouts.model
         n = x0.shape[0]
         with torch.no_grad():
             seeds = [int(rng.integers(0, 2**31 - 1)) for _ in range(n)]
@@ -349,26 +348,15 @@ class Nft:
             target = noise - x0.float()
             batch.timesteps = (sigma * 1000.0)[:, None]
             with self.accelerator.autocast():
-                with model.use("old") as module:
-                    sampler.transformer = module
-                    v_old = sampler.velocity(batch, x_t, 0).float()
-                v_base = None
-                if cfg.nft_kl_weight > 0:
-                    with model.use("base") as module:
-                        sampler.transformer = module
-                        v_base = sampler.velocity(batch, x_t, 0).float()
-            sampler.transformer = model.transformer
-        with model.use("policy", grad=True) as module, self.accelerator.autocast():
-            sampler.transformer = module
-            try:
-                v_theta = sampler.velocity(batch, x_t, 0).float()
-            finally:
-                sampler.transformer = model.transformer
+                v_old = self.rollouts.velocity("old", batch, x_t, 0).float()
+                v_base = self.rollouts.velocity("base", batch, x_t, 0) if cfg.nft_kl_weight > 0 else None
+        with self.accelerator.autocast():
+            v_theta = self.rollouts.velocity("policy", batch, x_t, 0, grad=True).float()
         beta = cfg.nft_beta
         v_plus = (1 - beta) * v_old + beta * v_theta
         v_minus = (1 + beta) * v_old - beta * v_theta
         dims = tuple(range(1, v_theta.dim()))
         loss = r * ((v_plus - target) ** 2).mean(dims) + (1 - r) * ((v_minus - target) ** 2).mean(dims)
         if v_base is not None:
-            loss = loss + cfg.nft_kl_weight * ((v_theta - v_base) ** 2).mean(dims)
+            loss = loss + cfg.nft_kl_weight * drift(v_theta, v_base)
         return loss

@@ -144,6 +144,18 @@ class Rollouts:
                 sampler.transformer = self.model.transformer
         return Rollout(images, raw, batch.latents if keep_latents else None, batch if keep_latents else None)
 
+    def velocity(
+        self, which: str, batch: FluxBatch, latents: torch.Tensor, i: int, *, grad: bool = False
+    ) -> torch.Tensor:
+        """The ``which`` weights' velocity at step ``i`` of ``batch`` (``grad``: the trainable policy);
+        the caller sets no_grad / autocast."""
+        with self.model.use(which, grad=grad) as module:
+            self.sampler.transformer = module
+            try:
+                return self.sampler.velocity(batch, latents, i)
+            finally:
+                self.sampler.transformer = self.model.transformer
+
     def policy_x0(
         self, conds: list[Condition], seeds: list[int], t: int, *, steps: int, anchor: bool = False
     ) -> Rollout:
@@ -157,26 +169,17 @@ class Rollouts:
         with torch.no_grad():
             batch = sampler.prepare(self._items(conds), self.specs(conds, seeds, steps))
             sampler.denoise(batch, 0, t)
-            v_base = None
-            if anchor:
-                with self.model.use("base") as module:
-                    sampler.transformer = module
-                    try:
-                        v_base = sampler.velocity(batch, batch.latents, t).float()
-                    finally:
-                        sampler.transformer = self.model.transformer
-        with self.model.use("policy", grad=True) as module:
-            sampler.transformer = module
-            try:
-                velocity = sampler.velocity(batch, batch.latents, t)
-            finally:
-                sampler.transformer = self.model.transformer
+            v_base = self.velocity("base", batch, batch.latents, t) if anchor else None
+        velocity = self.velocity("policy", batch, batch.latents, t, grad=True)
         x0 = predict_x0(batch.latents, velocity, batch.sigmas[:, t])
         images, raw = self.paste(sampler.decode(batch, x0), conds)
-        drift = None
-        if v_base is not None:
-            drift = ((velocity.float() - v_base) ** 2).mean(tuple(range(1, velocity.dim())))
-        return Rollout(images, raw, anchor=drift)
+        return Rollout(images, raw, anchor=None if v_base is None else drift(velocity, v_base))
+
+
+def drift(v: torch.Tensor, v_base: torch.Tensor) -> torch.Tensor:
+    """Per sample, the mean squared difference of two velocities (the KL term of two Gaussian steps
+    from the same point; ReFL's ``refl_kl_weight`` and NFT's ``nft_kl_weight``): [B]."""
+    return ((v.float() - v_base.float()) ** 2).mean(tuple(range(1, v.dim())))
 
 
 def multistep_2(sampler: FluxFillSampler, batch: FluxBatch) -> torch.Tensor:
