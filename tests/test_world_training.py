@@ -16,13 +16,9 @@ from onereward.artifacts import ArtifactError, ArtifactWriter, read_artifact
 from onereward.errors import InputError
 from onereward.generate.config import GenerateConfig
 from onereward.generate.train import (
-    FluxObjective,
     GeneratorTrainConfig,
-    SDObjective,
     TrainItem,
     draw_u,
-    encode_items,
-    focus_map,
     sample_candidates,
     sample_holdout,
     synthetic_items,
@@ -192,45 +188,6 @@ def test_config_errors_name_the_field() -> None:
         GeneratorTrainConfig(timestep_sampling="logit_normal", logit_std=0.0)
     with pytest.raises(InputError, match=r"train_generator\.timestep_sampling"):
         GeneratorTrainConfig(timestep_sampling="cosine")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"train_generator\.focus_weight"):
-        GeneratorTrainConfig(focus_weight=-1.0)
-
-
-def test_focus_weight_up_weights_what_no_copy_gives(pipes: dict) -> None:
-    """The focus map is the part of the mask a nearest-pixel copy cannot give: the prompted object
-    or word (about the target's pixels of the prompt's colour), nothing outside the mask; each
-    objective turns it into per-latent shares that add up to the focus pixels, and weights them
-    up by ``focus_weight`` so that the loss of those latents counts more."""
-    from onereward.synth.oracle import colour_match
-    from onereward.synth.world import parse_prompt
-
-    items = [it for it in _prompted(24) if it.task == "image_fill"][:8]
-    assert any('word "' in it.prompt for it in items) and any('word "' not in it.prompt for it in items)
-    for it in items:
-        focus = focus_map(it)
-        assert not (focus & ~it.mask).any()
-        drawn = colour_match(it.target, parse_prompt(it.prompt)["colour"]) & it.mask
-        assert (focus & drawn).sum() >= 0.8 * drawn.sum() > 0, it.prompt  # the object is in it
-    # The background a copy gives is not (a striped or graded one, which no copy continues, is).
-    assert sum(int(focus_map(it).sum()) for it in items) <= 0.6 * sum(int(it.mask.sum()) for it in items)
-    for family, objective in (("flux_fill", FluxObjective), ("sd_inpaint", SDObjective)):
-        pipe = pipes[family]
-        data = encode_items(pipe.vae, items, family, focus=True)
-        block = 2 * int(pipe.vae_scale_factor) if family == "flux_fill" else int(pipe.vae_scale_factor)
-        off = objective(pipe, data, GeneratorTrainConfig(family=family))
-        on = objective(pipe, data, GeneratorTrainConfig(family=family, focus_weight=4.0))
-        assert off.focus is None and on.focus is not None
-        shares = on.focus.flatten(1)
-        assert float(shares.min()) >= 0.0 and float(shares.max()) <= 1.0
-        pixels = torch.tensor([float(focus_map(it).sum()) for it in items])
-        assert torch.allclose(shares.sum(1) * block**2, pixels)
-        # Same draws, same model: the focused loss differs from the plain one.
-        model = pipe.transformer if family == "flux_fill" else pipe.unet
-        index = torch.arange(len(items))
-        with torch.no_grad():
-            a = off.loss(model, index, torch.Generator().manual_seed(0))
-            b = on.loss(model, index, torch.Generator().manual_seed(0))
-        assert torch.isfinite(b) and abs(float(a) - float(b)) > 1e-4
 
 
 def test_timestep_sampling() -> None:

@@ -26,9 +26,7 @@ Recipe (:func:`train_generator`):
 3. **Denoiser** (transformer or UNet): AdamW with warm-up and cosine decay, an EMA copy (saved),
    the prompt replaced by ``""`` with probability ``uncond_probability`` (so that true CFG and
    negative prompts have an unconditional branch to push from), tokens outside the mask weighted
-   by ``outside_mask_weight`` (the pipeline pastes the source back there) and, with
-   ``focus_weight > 0``, latents over pixels that no nearest-pixel copy gives (:func:`focus_map`:
-   the prompted object, the letters) weighted up by ``focus_weight`` times their share.
+   by ``outside_mask_weight`` (the pipeline pastes the source back there).
 4. Held-out items are sampled every ``eval_every`` steps with our sampler; with targets the oracle
    scores them (normalised, :mod:`onereward.synth.baselines`).
 
@@ -102,11 +100,6 @@ class GeneratorTrainConfig(Config):
         0.1, "Probability that an item's prompt is replaced by the empty prompt."
     )
     outside_mask_weight: float = setting(0.2, "Loss weight of latent tokens with no masked pixel.")
-    focus_weight: float = setting(
-        0.0,
-        "Extra loss weight of latents where the target differs from a nearest-pixel fill of the "
-        "source (what no copying can give: objects, letters), times the share of such pixels; 0 = off.",
-    )
     timestep_sampling: Literal["uniform", "logit_normal"] = setting(
         "uniform",
         "FLUX: how the noise level u is drawn before the time shift: uniform, or logit-normal "
@@ -132,11 +125,6 @@ class GeneratorTrainConfig(Config):
             self.require(getattr(self, name) >= 1, name, "expected an integer >= 1")
         for name in ("holdout_items", "vae_steps", "steps", "warmup_steps", "eval_every"):
             self.require(getattr(self, name) >= 0, name, "expected an integer >= 0")
-        self.require(
-            math.isfinite(self.focus_weight) and self.focus_weight >= 0,
-            "focus_weight",
-            "expected a number >= 0",
-        )
         self.require(self.seed >= 0, "seed", "expected an integer >= 0")
         self.require(self.image_size % 16 == 0, "image_size", "expected a multiple of 16")
         self.require(
@@ -460,29 +448,12 @@ class EncodedItems:
     masks: torch.Tensor  # (N, 1, H, W) float
     prompt_ids: torch.Tensor  # (N,) index into ``prompts``
     prompts: list[str]
-    focus: torch.Tensor | None = None  # (N, 1, H, W) float: pixels no nearest-pixel fill gives
-
-
-FOCUS_THRESHOLD = 24  # uint8 levels (any channel) a target pixel must differ from the copy fill by
-
-
-def focus_map(item: TrainItem) -> np.ndarray:
-    """HxW bool: masked pixels where the target differs from the nearest-pixel fill of the source
-    by more than :data:`FOCUS_THRESHOLD` in some channel (what must be drawn, not copied)."""
-    from onereward.synth.baselines import nearest_pixel_fill
-
-    fill = nearest_pixel_fill(item.source, item.mask).astype(np.int16)
-    diff = np.abs(item.target.astype(np.int16) - fill).max(-1)
-    return (diff > FOCUS_THRESHOLD) & np.asarray(item.mask, dtype=bool)
 
 
 @torch.no_grad()
-def encode_items(
-    vae: Any, items: Sequence[TrainItem], family: str, batch: int = 64, *, focus: bool = False
-) -> EncodedItems:
+def encode_items(vae: Any, items: Sequence[TrainItem], family: str, batch: int = 64) -> EncodedItems:
     """Encode every item once: the target and the masked source as the family's pipeline masks it
-    (FLUX ``x * (1 - m)``, SD ``x * (m < 0.5)``; equal for binary masks). ``focus``: also each
-    item's :func:`focus_map`."""
+    (FLUX ``x * (1 - m)``, SD ``x * (m < 0.5)``; equal for binary masks)."""
     t_mean, t_std, m_mean, m_std = [], [], [], []
     for s in tqdm(range(0, len(items), batch), desc="encode", unit="batch", mininterval=5):
         chunk = items[s : s + batch]
@@ -506,7 +477,6 @@ def encode_items(
         _masks([it.mask for it in items]),
         torch.tensor([index[it.effective_prompt] for it in items]),
         prompts,
-        _masks([focus_map(it) for it in items]) if focus else None,
     )
 
 
@@ -568,12 +538,6 @@ class FluxObjective:
         self.mu = flux_shift_mu(pipe.scheduler.config, (self.h // 2) * (self.w // 2))
         self.img_ids = pipe._prepare_latent_image_ids(1, self.h // 2, self.w // 2, "cpu", torch.float32)
         self.txt_ids = torch.zeros(self.embeds.shape[1], 3)
-        # Share of focus pixels per packed token (row-major, as _pack_latents orders them).
-        self.focus = (
-            torch.nn.functional.avg_pool2d(data.focus, 2 * self.f).flatten(1)
-            if cfg.focus_weight > 0 and data.focus is not None
-            else None
-        )
 
     def loss(self, transformer: Any, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         d, b, cfg = self.data, len(index), self.cfg
@@ -609,8 +573,6 @@ class FluxObjective:
         per_token = (pred - (noise - x0)).pow(2).mean(-1)
         inside = (mask_packed.amax(-1) > 0).float()
         weight = inside + cfg.outside_mask_weight * (1.0 - inside)
-        if self.focus is not None:
-            weight = weight + cfg.focus_weight * self.focus[index]
         return (per_token * weight).sum() / weight.sum()
 
 
@@ -625,8 +587,6 @@ class SDObjective:
         f = int(pipe.vae_scale_factor)
         n = data.masks.shape[-1] // f
         self.small_masks = F.interpolate(data.masks, size=(n, n))  # nearest, as the pipeline
-        # Share of focus pixels per latent pixel.
-        self.focus = F.avg_pool2d(data.focus, f) if cfg.focus_weight > 0 and data.focus is not None else None
         self.embeds = _sd_text(pipe, data.prompts)
         self.uncond = data.prompts.index("")
         self.alphas = pipe.scheduler.alphas_cumprod.to(torch.float32)
@@ -653,8 +613,6 @@ class SDObjective:
         ).sample
         per_pixel = (pred - noise).pow(2).mean(1, keepdim=True)
         weight = small + cfg.outside_mask_weight * (1.0 - small)
-        if self.focus is not None:
-            weight = weight + cfg.focus_weight * self.focus[index]
         return (per_pixel * weight).sum() / weight.sum()
 
 
@@ -927,9 +885,7 @@ def train_generator(
             result.vae_ceiling = score_holdout(holdout, reconstruct(pipe.vae, holdout))
             log.info("VAE ceiling on held-out targets: %s", _brief(result.vae_ceiling))
         t0 = time.perf_counter()
-        data = encode_items(
-            pipe.vae, items if cfg.steps else items[:1], cfg.family, focus=cfg.focus_weight > 0
-        )
+        data = encode_items(pipe.vae, items if cfg.steps else items[:1], cfg.family)
         result.timings["encode_s"] = round(time.perf_counter() - t0, 2)
 
         def evaluate(step: int) -> None:
